@@ -1,0 +1,1 @@
+"""The dataset store: idempotent ingestion of valid results, releases and progress."""

@@ -1,0 +1,154 @@
+"""Difficulty table: how reliably and how fast each DS1/DS2 machine's networks converge.
+
+Trains ``seeds x machines`` networks (network seed = init seed = batch-order seed) with the current
+recipe, all in one ensemble per process, until each converges or reaches the cap, and prints per
+machine: share converged, median and worst epochs and CPU-seconds to converge, the final accuracy
+of the rest, and for DS2 the post-trigger accuracy. CPU-seconds are the process CPU time of each
+epoch divided among the networks trained in it (the ensemble's amortised cost).
+
+    python bench/convergence.py                       # all ten machines, seeds 1-5, cap 300
+    python bench/convergence.py --quick               # 2 machines, 2 seeds, cap 10
+    python bench/convergence.py --machines EightBitMachine --seeds 1-3 --cap 500 --jsonl runs.jsonl
+    python bench/convergence.py --table runs.jsonl    # the table from saved runs (several files ok)
+"""
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import machines  # noqa: E402
+from boinc_app import training  # noqa: E402
+from boinc_app.task_data import stack_tasks  # noqa: E402
+from workgen.specs import make_spec, with_recipe  # noqa: E402
+
+RECIPE_OPTIONS = ("learning_rate", "post_trigger_weight", "anneal_factor", "anneal_accuracy", "gate_bias")
+
+
+def parse_seeds(text):
+    if "-" in text:
+        low, high = (int(v) for v in text.split("-"))
+        return list(range(low, high + 1))
+    return [int(v) for v in text.split(",")]
+
+
+def build_runs(machine_names, seeds, cap, recipe_changes):
+    specs, rules = [], []
+    for name in machine_names:
+        dataset = "DS1" if name in machines.DS1_NAMES else "DS2"
+        for seed in seeds:
+            spec = make_spec(dataset, name, networks=1, seed=seed, max_epochs=cap, epoch_budget=cap)
+            spec = with_recipe(spec, **recipe_changes)
+            specs.append(spec)
+            rules.append(spec.convergence)
+    return specs, rules
+
+
+def train_all(specs, rules, progress=True):
+    """Train one network per spec in one ensemble; returns one record per network."""
+    data = stack_tasks(specs)
+    states = [training.initial_state(spec).networks[0] for spec in specs]
+    template = specs[0]
+    started = time.monotonic()
+    while True:
+        active = [k for k, s in enumerate(states) if s.status == training.TRAINING]
+        if not active:
+            break
+        training.run_epoch(
+            template, data, [states[k] for k in active], np.array(active), rules=[rules[k] for k in active]
+        )
+        if progress:
+            epoch = max(s.epochs for s in states)
+            print(f"epoch {epoch}: {len(active)} training, {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
+    return [record(spec, state) for spec, state in zip(specs, states)]
+
+
+def record(spec, state):
+    history = state.history
+    return {
+        "machine": spec.task_name,
+        "seed": state.init_seed,
+        "recipe": spec.recipe.to_dict(),
+        "cap": spec.max_epochs,
+        "converged": state.status == training.CONVERGED,
+        "epochs": state.epochs,
+        "cpu_seconds": state.cpu_seconds,
+        "accuracy": history["validation_accuracy"][-1],
+        "best_accuracy": max(history["validation_accuracy"]),
+        "post_trigger_accuracy": history["post_trigger_accuracy"][-1],
+        "train_loss": history["train_loss"][-1],
+    }
+
+
+def difficulty_table(records):
+    lines = [
+        "| machine | converged | median epochs | worst epochs | median CPU s | worst CPU s | final accuracy of the rest | post-trigger (final) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name in [m for m in machines.MACHINE_NAMES if any(r["machine"] == m for r in records)]:
+        runs = [r for r in records if r["machine"] == name]
+        done = [r for r in runs if r["converged"]]
+        rest = [r for r in runs if not r["converged"]]
+        epochs = [r["epochs"] for r in done]
+        cpu = [r["cpu_seconds"] for r in done]
+        rest_text = ", ".join(f"{100 * r['accuracy']:.2f} % (best {100 * r['best_accuracy']:.2f})" for r in rest) or "-"
+        post = "-" if name in machines.DS1_NAMES else ", ".join(f"{100 * r['post_trigger_accuracy']:.1f}" for r in runs)
+        cap = max(r["cap"] for r in runs)
+        lines.append(
+            f"| {name} | {len(done)}/{len(runs)} (cap {cap}) | {_fmt(np.median(epochs) if epochs else None)} | "
+            f"{_fmt(max(epochs) if epochs else None)} | {_fmt(np.median(cpu) if cpu else None, 1)} | "
+            f"{_fmt(max(cpu) if cpu else None, 1)} | {rest_text} | {post} |"
+        )
+    return "\n".join(lines)
+
+
+def _fmt(value, digits=0):
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+@click.command()
+@click.option("--machines", "machine_list", default=",".join(machines.MACHINE_NAMES), help="comma-separated names")
+@click.option("--seeds", default="1-5", help="e.g. 1-5 or 1,3,7")
+@click.option("--cap", default=300, type=int, help="epoch cap per network")
+@click.option("--quick", is_flag=True, help="2 machines, 2 seeds, cap 10 (a smoke run)")
+@click.option("--threads", default=1, type=int)
+@click.option("--jsonl", type=click.Path(dir_okay=False), help="append one JSON record per network here")
+@click.option("--table", "tables", multiple=True, type=click.Path(exists=True), help="print the table of saved runs")
+@click.option("--set", "settings", multiple=True, help=f"recipe change NAME=VALUE, NAME in {RECIPE_OPTIONS}")
+def main(machine_list, seeds, cap, quick, threads, jsonl, tables, settings):
+    if tables:
+        records = [json.loads(line) for path in tables for line in Path(path).read_text().splitlines() if line]
+        click.echo(difficulty_table(records))
+        return
+    torch.set_num_threads(threads)
+    names = machine_list.split(",")
+    seed_list = parse_seeds(seeds)
+    if quick:
+        names, seed_list, cap = ["SingleDirectMachine", "SingleDirectModified"], [1, 2], 10
+    changes = {}
+    for item in settings:
+        key, value = item.split("=", 1)
+        if key not in RECIPE_OPTIONS:
+            raise click.BadParameter(f"unknown recipe field {key!r}; choose from {RECIPE_OPTIONS}")
+        changes[key] = float(value)
+    specs, rules = build_runs(names, seed_list, cap, changes)
+    started = time.monotonic()
+    records = train_all(specs, rules)
+    if jsonl:
+        with open(jsonl, "a") as handle:
+            for r in records:
+                handle.write(json.dumps(r) + "\n")
+    click.echo(f"command: python bench/convergence.py {' '.join(sys.argv[1:])}")
+    click.echo(f"recipe: {json.dumps(specs[0].recipe.to_dict())}; torch {torch.__version__}, {threads} thread(s)")
+    click.echo(f"wall time: {time.monotonic() - started:.0f} s\n")
+    click.echo(difficulty_table(records))
+
+
+if __name__ == "__main__":
+    main()

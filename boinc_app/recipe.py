@@ -1,0 +1,67 @@
+"""The training recipe and convergence rule (spec §4a), as data carried in every workunit spec.
+
+A recipe change is a spec change: the defaults here are those of the current ``SPEC_VERSION``,
+and ``docs/spec.md`` records what changed and why. The workunit spec carries the full recipe,
+so an old workunit keeps training the way it was created.
+"""
+
+from dataclasses import asdict, dataclass, fields
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How one network is trained. Every field is recorded in specs and result files."""
+
+    learning_rate: float = 3e-3
+    betas: tuple = (0.9, 0.999)
+    eps: float = 1e-8
+    batch_size: int = 32
+    clip_norm: float = 1.0
+    # loss weight of the READ steps a trigger inverts (DS2 targets; 1.0 = plain average)
+    post_trigger_weight: float = 1.0
+    # learning rate multiplier once validation accuracy has reached ``anneal_accuracy``
+    anneal_factor: float = 1.0
+    anneal_accuracy: float = 1.0
+    # added to the GRU update-gate (LSTM forget-gate) biases at initialisation; 0 = PyTorch default
+    gate_bias: float = 0.0
+
+    def to_dict(self):
+        values = asdict(self)
+        values["betas"] = list(self.betas)
+        return values
+
+    @classmethod
+    def from_dict(cls, values):
+        known = {f.name for f in fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown recipe fields: {', '.join(sorted(unknown))}")
+        values = dict(values)
+        if "betas" in values:
+            values["betas"] = tuple(float(b) for b in values["betas"])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class ConvergenceRule:
+    """Converged when validation accuracy >= ``accuracy`` and (DS2) post-trigger >= ``post_trigger``."""
+
+    accuracy: float = 0.999
+    post_trigger_accuracy: float = 0.99
+    require_post_trigger: bool = False
+
+    def met(self, accuracy, post_trigger_accuracy):
+        if accuracy < self.accuracy:
+            return False
+        return not self.require_post_trigger or post_trigger_accuracy >= self.post_trigger_accuracy
+
+    def to_dict(self):
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values):
+        return cls(**values)
+
+
+DEVICE_RECIPE = Recipe()
+AUTOMATON_RECIPE = Recipe(learning_rate=1e-3)

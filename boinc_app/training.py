@@ -1,0 +1,220 @@
+"""The training loop: all networks of a workunit, one epoch at a time, resumable at every epoch.
+
+State lives in plain data (``RunState``: per network its weights, Adam moments, step count, epoch
+count, history and status). Each epoch stacks the still-training networks into one ensemble
+(``boinc_app.ensemble``), trains them one pass over the shared training set, scores them on the
+validation set, and writes their state back. Because the epoch is the unit of work and a network's
+batch order at epoch ``e`` is a pure function of ``(order_seed, e)``, a run restarted from a
+checkpoint taken after any epoch computes exactly what the uninterrupted run computes: resume is
+exact by construction, not by saving random-generator states.
+
+A network stops when it meets the convergence rule (``converged``), when it reaches the spec's
+``max_epochs`` (``capped``: a result, never counted as learned), or, for this workunit only, when
+it has trained ``epoch_budget`` epochs (still ``training``: a follow-up workunit continues it).
+"""
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from boinc_app import ensemble
+from boinc_app.networks import build_network
+from boinc_app.task_data import per_network_loss, score_counts, scores_from_counts
+from machines.random_stream import RawStream, derive_seed
+
+HISTORY_FIELDS = ("train_loss", "validation_loss", "validation_accuracy", "post_trigger_accuracy", "learning_rate")
+TRAINING, CONVERGED, CAPPED = "training", "converged", "capped"
+EVALUATION_ROWS = 400_000  # networks x sequences x steps per validation chunk
+
+
+class QuitRequested(Exception):
+    """Training stopped on request after writing a checkpoint (BOINC ``<quit/>``, SIGTERM)."""
+
+
+@dataclass
+class NetworkState:
+    key: str
+    init_seed: int
+    order_seed: int
+    weights: dict
+    exp_avg: dict
+    exp_avg_sq: dict
+    adam_step: int = 0
+    epochs: int = 0
+    start_epoch: int = 0
+    status: str = TRAINING
+    cpu_seconds: float = 0.0
+    history: dict = field(default_factory=lambda: {name: [] for name in HISTORY_FIELDS})
+
+
+@dataclass
+class RunState:
+    spec_fingerprint: str
+    networks: list
+    wall_seconds: float = 0.0
+
+    def fraction_done(self, epoch_budget):
+        """Share of this workunit's work done, counting stopped networks as finished."""
+        done = [
+            1.0 if n.status != TRAINING else min(1.0, (n.epochs - n.start_epoch) / epoch_budget) for n in self.networks
+        ]
+        return float(np.mean(done))
+
+    def finished(self, epoch_budget):
+        return all(n.status != TRAINING or n.epochs - n.start_epoch >= epoch_budget for n in self.networks)
+
+
+def initial_state(spec):
+    """Fresh networks: PyTorch's default initialisation from each network's ``init_seed``."""
+    networks = []
+    for seeds in spec.networks:
+        module = build_network(spec.architecture, seeds.init_seed)
+        weights = {k: v.detach().numpy().copy() for k, v in module.state_dict().items()}
+        _add_gate_bias(spec.architecture, weights, spec.recipe.gate_bias)
+        zeros = {k: np.zeros_like(v) for k, v in weights.items()}
+        networks.append(
+            NetworkState(seeds.key, seeds.init_seed, seeds.order_seed, weights, zeros, {k: v.copy() for k, v in zeros.items()})
+        )
+    return RunState(spec_fingerprint=spec.fingerprint(), networks=networks)
+
+
+def _add_gate_bias(arch, weights, amount):
+    """Shift the update gate (GRU ``z``) or forget gate (LSTM ``f``) biases: rows ``H..2H``."""
+    if amount:
+        H = arch.hidden_size
+        for layer in range(arch.num_layers):
+            weights[f"rnn.bias_hh_l{layer}"][H : 2 * H] += amount
+
+
+def continue_state(spec, previous):
+    """A previous workunit's state, continued by this spec: budgets restart at current epochs."""
+    for network in previous.networks:
+        network.start_epoch = network.epochs
+        if network.status == TRAINING and network.epochs >= spec.max_epochs:
+            network.status = CAPPED
+    previous.spec_fingerprint = spec.fingerprint()
+    return previous
+
+
+def batch_order(order_seed, epoch, size):
+    """The permutation of the training set network ``order_seed`` uses in ``epoch``."""
+    return RawStream(derive_seed("mlds", "batch-order", order_seed, epoch)).permutation(size)
+
+
+def learning_rate(recipe, network):
+    best = max(network.history["validation_accuracy"], default=0.0)
+    factor = recipe.anneal_factor if best >= recipe.anneal_accuracy else 1.0
+    return recipe.learning_rate * factor
+
+
+def train(spec, data, state, control, device="cpu"):
+    """Train until every network stops or this workunit's budget is spent; returns ``state``.
+
+    ``control`` decides about checkpoints, quitting and suspension (standalone or BOINC).
+    Raises ``QuitRequested`` after checkpointing when asked to quit.
+    """
+    started = time.monotonic()
+    while True:
+        active = [n for n in state.networks if n.status == TRAINING and n.epochs - n.start_epoch < spec.epoch_budget]
+        if not active:
+            break
+        control.wait_while_suspended()
+        run_epoch(spec, data, active, np.zeros(len(active), dtype=np.int64), device)
+        state.wall_seconds += time.monotonic() - started
+        started = time.monotonic()
+        control.report_progress(state, state.fraction_done(spec.epoch_budget))
+        if control.quit_requested():
+            control.checkpoint(state)
+            raise QuitRequested()
+        if control.checkpoint_due():
+            control.checkpoint(state)
+    return state
+
+
+def run_epoch(spec, data, networks, data_index, device="cpu", rules=None):
+    """One epoch for ``networks`` (training then scoring); updates their states in place.
+
+    ``data_index[k]`` is the stacked task network k learns; ``rules[k]`` its convergence rule
+    (default: the spec's rule for all).
+    """
+    rules = rules or [spec.convergence] * len(networks)
+    cpu_started = time.process_time()
+    params = ensemble.stack_state_dicts([n.weights for n in networks], device)
+    optimizer = ensemble.StackedAdam(
+        params,
+        lr=[learning_rate(spec.recipe, n) for n in networks],
+        betas=spec.recipe.betas,
+        eps=spec.recipe.eps,
+        exp_avg=_stack_plain([n.exp_avg for n in networks], device),
+        exp_avg_sq=_stack_plain([n.exp_avg_sq for n in networks], device),
+        step=torch.tensor([n.adam_step for n in networks]),
+    )
+    index = torch.as_tensor(data_index, device=device)
+    train_loss = _train_one_epoch(spec, data, networks, params, optimizer, index, device)
+    scores = evaluate(spec.architecture, data, params, index, device)
+    cpu_each = (time.process_time() - cpu_started) / len(networks)
+    for k, network in enumerate(networks):
+        _store(network, params, optimizer, k)
+        network.epochs += 1
+        network.cpu_seconds += cpu_each
+        values = (train_loss[k], scores.loss[k], scores.accuracy[k], scores.post_trigger_accuracy[k], float(optimizer.lr[k]))
+        for name, value in zip(HISTORY_FIELDS, values):
+            network.history[name].append(float(value))
+        if rules[k].met(scores.accuracy[k], scores.post_trigger_accuracy[k]):
+            network.status = CONVERGED
+        elif network.epochs >= spec.max_epochs:
+            network.status = CAPPED
+
+
+def _stack_plain(dicts, device):
+    return {key: torch.stack([torch.from_numpy(d[key]) for d in dicts]).to(device) for key in dicts[0]}
+
+
+def _store(network, params, optimizer, k):
+    network.weights = {key: v.numpy() for key, v in ensemble.unstack(params, k).items()}
+    network.exp_avg = {key: v[k].cpu().numpy().copy() for key, v in optimizer.exp_avg.items()}
+    network.exp_avg_sq = {key: v[k].cpu().numpy().copy() for key, v in optimizer.exp_avg_sq.items()}
+    network.adam_step = int(optimizer.step_count[k])
+
+
+def _train_one_epoch(spec, data, networks, params, optimizer, index, device):
+    size = data.train.inputs.shape[1]
+    batch = spec.recipe.batch_size
+    orders = torch.from_numpy(np.stack([batch_order(n.order_seed, n.epochs, size) for n in networks])).to(device)
+    train = data.train
+    inputs, targets, weights = (t.to(device) for t in (train.inputs, train.targets, data.loss_weights))
+    losses = torch.zeros(len(networks), dtype=torch.float64, device=device)
+    batches = 0
+    for start in range(0, size, batch):
+        rows = orders[:, start : start + batch]
+        which = (index[:, None], rows)
+        logits = ensemble.forward(spec.architecture, params, inputs[which])
+        loss = per_network_loss(data.kind, logits, targets[which], weights[which])
+        for p in params.values():
+            p.grad = None
+        loss.sum().backward()
+        ensemble.clip_grad_norms(params, spec.recipe.clip_norm)
+        optimizer.step()
+        losses += loss.detach().to(torch.float64)
+        batches += 1
+    return (losses / batches).cpu().numpy()
+
+
+@torch.no_grad()
+def evaluate(arch, data, params, index, device="cpu"):
+    """Validation ``Scores`` of stacked networks; network k is scored on task ``index[k]``."""
+    validation = data.validation
+    K = index.shape[0]
+    size, length = validation.inputs.shape[1:3]
+    chunk = max(1, EVALUATION_ROWS // (K * length))
+    counts = 0
+    for start in range(0, size, chunk):
+        part = slice(start, start + chunk)
+        pick = lambda tensor: tensor[:, part].to(device)[index]  # noqa: E731
+        logits = ensemble.forward(arch, params, pick(validation.inputs))
+        counts = counts + score_counts(
+            data.kind, logits, pick(validation.targets), pick(validation.scored), pick(validation.post_trigger)
+        )
+    return scores_from_counts(counts.cpu())

@@ -1,0 +1,75 @@
+"""Shared fixtures, and the CI rule: under ``CI=true`` a skipped test is a failure."""
+
+import os
+
+import pytest
+import torch
+
+from boinc_app.trainer import TrainerConfig, run_trainer
+from boinc_app.workunit_spec import write_spec
+from workgen.specs import make_spec
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+class SilentControl:
+    """A control that never checkpoints, quits or reports (unit tests)."""
+
+    def __init__(self, write_checkpoint=None):
+        self.write_checkpoint = write_checkpoint
+
+    def wait_while_suspended(self):
+        pass
+
+    def report_progress(self, state, fraction):
+        pass
+
+    def quit_requested(self):
+        return False
+
+    def checkpoint_due(self):
+        return False
+
+    def checkpoint(self, state):
+        self.write_checkpoint(state)
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    selected = [item for item in items if "gpu" not in item.keywords]
+    deselected = [item for item in items if "gpu" in item.keywords]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = selected
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if IN_CI and report.skipped:
+        report.outcome = "failed"
+        report.longrepr = f"skipped in CI (CI=true forbids skips): {report.longrepr}"
+
+
+def train_small(directory, dataset="DS1", machine="SingleInvertMachine", networks=2, max_epochs=2, seed=1):
+    """Write a small spec into ``directory`` and train it; returns ``(spec_path, result_path)``."""
+    spec = make_spec(dataset, machine, networks=networks, seed=seed, max_epochs=max_epochs)
+    spec_path = directory / "spec.json"
+    result_path = directory / "result.h5"
+    write_spec(spec, spec_path)
+    run_trainer(TrainerConfig(str(spec_path), str(result_path)), SilentControl)
+    return spec_path, result_path
+
+
+@pytest.fixture(scope="session")
+def small_result(tmp_path_factory):
+    """A trained DS1 result (2 networks, 2 epochs) shared read-only by many tests."""
+    return train_small(tmp_path_factory.mktemp("small_result"))
+
+
+@pytest.fixture(scope="session")
+def small_ds2_result(tmp_path_factory):
+    """A trained DS2 result (2 networks, 2 epochs)."""
+    return train_small(tmp_path_factory.mktemp("small_ds2_result"), dataset="DS2", machine="ParityModified")

@@ -1,0 +1,1 @@
+"""Checks of one returned result against its workunit spec (the script_validator contract)."""

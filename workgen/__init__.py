@@ -1,0 +1,1 @@
+"""The work generator: dataset declarations, workunit specs and names, create_work input."""

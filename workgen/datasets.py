@@ -1,0 +1,79 @@
+"""The MLDS datasets declared as data: which tasks, which network, which recipe and rule.
+
+Each dataset is one frozen ``DatasetConfig``; the work generator derives workunit specs from it
+and the dataset README cites it. DS1 and DS2 share their machines' training data (spec §3) and
+differ only in the machines' trigger behaviour; DS3 has 100 random automata (spec §5).
+"""
+
+from dataclasses import dataclass
+
+import machines
+from boinc_app.networks import DEVICE_ARCHITECTURE, automaton_architecture
+from boinc_app.recipe import AUTOMATON_RECIPE, DEVICE_RECIPE, ConvergenceRule, Recipe
+
+MILESTONES = (100, 500, 1000, 5000, 10000)
+AUTOMATON_SIZES = {"states": 12, "inputs": 4, "outputs": 6}
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    name: str
+    kind: str  # "device" or "automaton"
+    tasks: tuple  # machine names, or automaton indices
+    recipe: Recipe
+    convergence: ConvergenceRule
+    max_epochs: int
+    epoch_budget: int
+    milestones: tuple = MILESTONES
+    length: int = 50
+    train_size: int = 1000
+    validation_size: int = 1000
+
+    @property
+    def architecture(self):
+        if self.kind == "device":
+            return DEVICE_ARCHITECTURE
+        return automaton_architecture(AUTOMATON_SIZES["inputs"], AUTOMATON_SIZES["outputs"])
+
+    def task(self, name):
+        """The spec's ``task`` entry for a machine name or automaton index."""
+        if self.kind == "device":
+            if name not in self.tasks:
+                raise KeyError(f"{self.name} has no machine {name!r}; its machines: {', '.join(self.tasks)}")
+            return {"kind": "device", "machine": name}
+        index = int(str(name).removeprefix("automaton-"))
+        if index not in self.tasks:
+            raise KeyError(f"{self.name} has automata 0..{len(self.tasks) - 1}, not {name!r}")
+        return {"kind": "automaton", "index": index, **AUTOMATON_SIZES}
+
+
+DATASETS = {
+    "DS1": DatasetConfig(
+        "DS1", "device", machines.DS1_NAMES, DEVICE_RECIPE, ConvergenceRule(), max_epochs=3000, epoch_budget=200
+    ),
+    "DS2": DatasetConfig(
+        "DS2",
+        "device",
+        machines.DS2_NAMES,
+        DEVICE_RECIPE,
+        ConvergenceRule(require_post_trigger=True),
+        max_epochs=3000,
+        epoch_budget=200,
+    ),
+    "DS3": DatasetConfig(
+        "DS3",
+        "automaton",
+        tuple(range(100)),
+        AUTOMATON_RECIPE,
+        ConvergenceRule(accuracy=0.99),
+        max_epochs=1000,
+        epoch_budget=100,
+    ),
+}
+
+
+def get_dataset(name):
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise KeyError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}") from None
