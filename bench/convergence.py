@@ -50,8 +50,11 @@ def build_runs(machine_names, seeds, cap, recipe_changes):
     return specs, rules
 
 
-def train_all(specs, rules, progress=True):
-    """Train one network per spec in one ensemble; returns one record per network."""
+def train_all(specs, rules, progress=True, snapshot=None):
+    """Train one network per spec in one ensemble; returns one record per network.
+
+    ``snapshot``: a path rewritten every 10 epochs with the records so far (``--table`` reads it).
+    """
     data = stack_tasks(specs)
     states = [training.initial_state(spec).networks[0] for spec in specs]
     template = specs[0]
@@ -63,8 +66,11 @@ def train_all(specs, rules, progress=True):
         training.run_epoch(
             template, data, [states[k] for k in active], np.array(active), rules=[rules[k] for k in active]
         )
+        epoch = max(s.epochs for s in states)
+        if snapshot and epoch % 10 == 0:
+            lines = "".join(json.dumps(record(spec, state)) + "\n" for spec, state in zip(specs, states))
+            Path(snapshot).write_text(lines)
         if progress:
-            epoch = max(s.epochs for s in states)
             print(f"epoch {epoch}: {len(active)} training, {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
     return [record(spec, state) for spec, state in zip(specs, states)]
 
@@ -119,9 +125,10 @@ def _fmt(value, digits=0):
 @click.option("--quick", is_flag=True, help="2 machines, 2 seeds, cap 10 (a smoke run)")
 @click.option("--threads", default=1, type=int)
 @click.option("--jsonl", type=click.Path(dir_okay=False), help="append one JSON record per network here")
+@click.option("--snapshot", type=click.Path(dir_okay=False), help="rewrite the records so far every 10 epochs")
 @click.option("--table", "tables", multiple=True, type=click.Path(exists=True), help="print the table of saved runs")
 @click.option("--set", "settings", multiple=True, help=f"recipe change NAME=VALUE, NAME in {RECIPE_OPTIONS}")
-def main(machine_list, seeds, cap, quick, threads, jsonl, tables, settings):
+def main(machine_list, seeds, cap, quick, threads, jsonl, snapshot, tables, settings):
     if tables:
         records = [json.loads(line) for path in tables for line in Path(path).read_text().splitlines() if line]
         click.echo(difficulty_table(records))
@@ -139,7 +146,7 @@ def main(machine_list, seeds, cap, quick, threads, jsonl, tables, settings):
         changes[key] = float(value)
     specs, rules = build_runs(names, seed_list, cap, changes)
     started = time.monotonic()
-    records = train_all(specs, rules)
+    records = train_all(specs, rules, snapshot=snapshot)
     if jsonl:
         with open(jsonl, "a") as handle:
             for r in records:

@@ -17,7 +17,8 @@ class Recipe:
     eps: float = 1e-8
     batch_size: int = 32
     clip_norm: float = 1.0
-    # loss weight of the READ steps a trigger inverts (DS2 targets; 1.0 = plain average)
+    # loss weight of the READ steps a trigger inverts (would invert, on DS1: the same weights for
+    # DS1 and DS2, so their networks differ only in labels); 1.0 = plain average
     post_trigger_weight: float = 1.0
     # learning rate multiplier once validation accuracy has reached ``anneal_accuracy``
     anneal_factor: float = 1.0

@@ -19,7 +19,9 @@ workunit directly. Files are written atomically (temporary file, fsync, rename).
 
 Reading treats the file as hostile: it must be an HDF5 file of a known format and version, every
 object must be of the expected kind, every tensor must have the spec's name, shape and dtype, and
-nothing may be missing or extra. Anything else raises ``ResultFileError`` with the reason.
+nothing may be missing or extra. Soft and external links, external raw storage and virtual datasets
+are refused (they would read other files on the server), and the embedded spec must match
+``spec_sha256``. Anything else raises ``ResultFileError`` with the reason.
 """
 
 import json
@@ -176,15 +178,27 @@ def _check_root(attrs):
     if not isinstance(attrs["spec"], str) or len(attrs["spec"]) > 1 << 20:
         raise ResultFileError("the embedded spec is not a JSON string of reasonable size")
     try:
-        return spec_from_dict(json.loads(attrs["spec"]))
+        file_spec = spec_from_dict(json.loads(attrs["spec"]))
     except (json.JSONDecodeError, SpecError) as exc:
         raise ResultFileError(f"the embedded spec is invalid: {exc}") from None
+    if file_spec.fingerprint() != attrs["spec_sha256"]:
+        raise ResultFileError("the embedded spec does not match the file's spec_sha256")
+    return file_spec
+
+
+def _hard_link(parent, name, where):
+    """Refuse soft and external links: following them would read other files on the server."""
+    link = parent.get(name, getlink=True)
+    if link is not None and not isinstance(link, h5py.HardLink):
+        raise ResultFileError(f"{where} is a link ({type(link).__name__}), not a stored object")
 
 
 def _group(parent, name):
+    where = f"{parent.name.rstrip('/')}/{name}"
+    _hard_link(parent, name, where)
     obj = parent.get(name)
     if not isinstance(obj, h5py.Group):
-        raise ResultFileError(f"{parent.name.rstrip('/')}/{name} is missing or not a group")
+        raise ResultFileError(f"{where} is missing or not a group")
     return obj
 
 
@@ -197,6 +211,8 @@ def _read_network(group, key, shapes):
     status = attrs.get("status")
     if status not in STATUSES:
         raise ResultFileError(f"network {key}: unknown status {status!r}")
+    if attrs.get("converged") is not (status == CONVERGED):
+        raise ResultFileError(f"network {key}: converged flag {attrs.get('converged')!r} contradicts status {status!r}")
     epochs = _integer(attrs, "epochs", key)
     history_group = _group(group, "history")
     if set(history_group.keys()) != set(HISTORY_FIELDS):
@@ -235,9 +251,12 @@ def _integer(attrs, name, key):
 
 
 def _tensor(group, name, shape, dtype, key):
+    _hard_link(group, name, f"network {key}: {name}")
     obj = group.get(name)
     if not isinstance(obj, h5py.Dataset):
         raise ResultFileError(f"network {key}: {name} is missing or not a dataset")
+    if obj.external or obj.is_virtual:
+        raise ResultFileError(f"network {key}: {name} keeps its data outside the file")
     if tuple(obj.shape) != tuple(shape):
         raise ResultFileError(f"network {key}: {name} has shape {tuple(obj.shape)}, expected {tuple(shape)}")
     if obj.dtype != np.dtype(dtype):

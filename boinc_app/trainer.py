@@ -7,6 +7,7 @@ after a kill continues where the last checkpoint left off and ends bitwise ident
 uninterrupted run.
 """
 
+import glob
 import os
 from dataclasses import dataclass
 
@@ -32,8 +33,17 @@ class TrainerConfig:
         return self.checkpoint_path or f"{self.output_path}.checkpoint"
 
 
+def remove_stale_temporaries(path):
+    """Temporaries a killed writer left beside ``path`` (see ``atomic_file``)."""
+    directory, name = os.path.split(os.path.abspath(path))
+    for stale in glob.glob(os.path.join(glob.escape(directory), f".{glob.escape(name)}.tmp-*")):
+        os.unlink(stale)
+
+
 def load_start_state(spec, config):
     """The checkpoint of this spec if there is one, else the spec's ``resume_from``, else fresh."""
+    remove_stale_temporaries(config.checkpoint)
+    remove_stale_temporaries(config.output_path)
     if os.path.exists(config.checkpoint):
         _, state, _ = read_result(config.checkpoint, spec=spec)
         return state

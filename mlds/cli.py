@@ -46,8 +46,8 @@ def train(**options):
 
 
 @main.command()
-@click.argument("spec", type=click.Path(dir_okay=False))
-@click.argument("result", type=click.Path(dir_okay=False))
+@click.argument("spec", type=click.Path())  # not dir_okay=False: click's exit 2 would break the 0/1/3 contract
+@click.argument("result", type=click.Path())
 def validate(spec, result):
     """Check RESULT against SPEC: exit 0 valid, 1 invalid (reason on stderr), 3 transient."""
     from validator.checks import EXIT_CODES, validate_files

@@ -11,6 +11,10 @@ from workgen.specs import make_spec
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
+# One thread: the trainer runs single-threaded per process, and oversubscribed cores make
+# small-tensor work many times slower.
+torch.set_num_threads(1)
+
 
 class SilentControl:
     """A control that never checkpoints, quits or reports (unit tests)."""

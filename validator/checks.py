@@ -57,6 +57,8 @@ def validate_files(spec_path, result_path):
         spec = read_spec(spec_path)
     except SpecError as exc:
         return Outcome(TRANSIENT, f"cannot use the workunit spec: {exc}")
+    except Exception as exc:  # noqa: BLE001 - e.g. RecursionError, or a mistyped field reaching SpecError's checks
+        return Outcome(TRANSIENT, f"cannot use the workunit spec: {type(exc).__name__}: {exc}")
     if not os.path.isfile(result_path) or not os.access(result_path, os.R_OK):
         return Outcome(TRANSIENT, f"result file {result_path} is missing or unreadable now")
     try:
@@ -95,6 +97,8 @@ def check_bookkeeping(spec, seeds, network):
         raise InvalidResult(f"network {key}: {network.epochs} epochs exceeds the cap or this workunit's budget")
     if network.status == TRAINING and trained != spec.epoch_budget:
         raise InvalidResult(f"network {key}: still training after {trained} of {spec.epoch_budget} epochs")
+    if network.status == TRAINING and network.epochs >= spec.max_epochs:
+        raise InvalidResult(f"network {key}: still training at the cap of {spec.max_epochs} epochs, not capped")
     if network.status == CAPPED and network.epochs != spec.max_epochs:
         raise InvalidResult(f"network {key}: marked capped at {network.epochs} epochs, cap is {spec.max_epochs}")
     if network.epochs == 0:

@@ -1,0 +1,111 @@
+"""Determinism, exact resume and continuation of the training loop (in-process)."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from boinc_app import training
+from boinc_app.task_data import task_data
+from boinc_app.trainer import TrainerConfig, run_trainer
+from boinc_app.result_file import read_result
+from boinc_app.workunit_spec import write_spec
+from tests.conftest import SilentControl
+from workgen.specs import make_spec
+
+
+class QuitAfter(SilentControl):
+    """Asks to quit after ``epochs`` epochs, as BOINC's <quit/> or SIGTERM would."""
+
+    def __init__(self, write_checkpoint, epochs):
+        super().__init__(write_checkpoint)
+        self.epochs, self.seen = epochs, 0
+
+    def report_progress(self, state, fraction):
+        self.seen += 1
+
+    def quit_requested(self):
+        return self.seen >= self.epochs
+
+
+def assert_same_networks(a, b):
+    assert [n.key for n in a.networks] == [n.key for n in b.networks]
+    for x, y in zip(a.networks, b.networks):
+        assert (x.epochs, x.status, x.adam_step) == (y.epochs, y.status, y.adam_step)
+        for key in x.weights:
+            assert np.array_equal(x.weights[key], y.weights[key]), key
+            assert np.array_equal(x.exp_avg_sq[key], y.exp_avg_sq[key]), key
+        for name in training.HISTORY_FIELDS:
+            assert np.array_equal(x.history[name], y.history[name]), name
+
+
+def train_fresh(spec):
+    state = training.initial_state(spec)
+    return training.train(spec, task_data(spec), state, SilentControl())
+
+
+@pytest.fixture(scope="module")
+def spec():
+    return make_spec("DS2", "SingleDirectModified", networks=2, seed=3, max_epochs=3)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(spec):
+    return train_fresh(spec)
+
+
+def test_same_spec_gives_bitwise_identical_weights_and_history(spec, uninterrupted):
+    assert_same_networks(train_fresh(spec), uninterrupted)
+
+
+@pytest.mark.parametrize("quit_after", [1, 2])
+def test_resume_after_quit_is_exact(tmp_path, spec, uninterrupted, quit_after):
+    spec_path, out = tmp_path / "spec.json", tmp_path / "result.h5"
+    write_spec(spec, spec_path)
+    config = TrainerConfig(str(spec_path), str(out))
+    with pytest.raises(training.QuitRequested):
+        run_trainer(config, lambda write: QuitAfter(write, quit_after))
+    assert not out.exists()
+    _, checkpoint, attrs = read_result(config.checkpoint, spec=spec)
+    assert attrs["complete"] is False or not attrs["complete"]
+    assert all(n.epochs == quit_after for n in checkpoint.networks)
+    finished = run_trainer(config, SilentControl)
+    assert_same_networks(finished, uninterrupted)
+    assert not (tmp_path / "result.h5.checkpoint").exists()
+    assert_same_networks(read_result(out, spec=spec)[1], uninterrupted)
+
+
+def test_a_network_trains_the_same_alone_or_in_an_ensemble(spec, uninterrupted):
+    alone = dataclasses.replace(spec, networks=spec.networks[1:])
+    [network] = train_fresh(alone).networks
+    [reference] = uninterrupted.networks[1:]
+    for key in network.weights:
+        np.testing.assert_allclose(network.weights[key], reference.weights[key], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(network.history["train_loss"], reference.history["train_loss"], rtol=1e-4)
+
+
+def test_continuation_workunit_continues_exactly(tmp_path, spec, uninterrupted):
+    first = dataclasses.replace(spec, epoch_budget=2)
+    write_spec(first, tmp_path / "first.json")
+    run_trainer(TrainerConfig(str(tmp_path / "first.json"), str(tmp_path / "first.h5")), SilentControl)
+    second = dataclasses.replace(spec, epoch_budget=2, resume_from="first.h5")
+    write_spec(second, tmp_path / "second.json")
+    state = run_trainer(TrainerConfig(str(tmp_path / "second.json"), str(tmp_path / "second.h5")), SilentControl)
+    assert all(n.start_epoch == 2 for n in state.networks)
+    for network in state.networks:
+        network.start_epoch = 0
+    assert_same_networks(state, uninterrupted)
+
+
+def test_budget_leaves_networks_training_and_cap_marks_them_capped(spec, uninterrupted):
+    assert all(n.status == training.CAPPED and n.epochs == 3 for n in uninterrupted.networks)
+    partial = train_fresh(dataclasses.replace(spec, epoch_budget=1))
+    assert all(n.status == training.TRAINING and n.epochs == 1 for n in partial.networks)
+    assert partial.fraction_done(1) == 1.0
+
+
+def test_batch_order_is_a_permutation_that_changes_every_epoch():
+    first, second = training.batch_order(7, 0, 1000), training.batch_order(7, 1, 1000)
+    assert sorted(first) == list(range(1000))
+    assert not np.array_equal(first, second)
+    assert np.array_equal(first, training.batch_order(7, 0, 1000))

@@ -1,0 +1,531 @@
+"""A corpus of hostile or wrong result files: each must get exactly the right verdict and reason.
+
+Every case starts from a copy of a real trained result (``small_result``, DS1, 2 networks,
+2 epochs) in ``tmp_path`` and breaks one thing, with h5py or as raw bytes. The validator must
+never raise, never pass a broken file, and call the server's own problems (missing file,
+unusable spec) transient rather than invalid.
+"""
+
+import json
+import shutil
+
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from boinc_app.workunit_spec import read_spec
+from conftest import train_small
+from mlds.cli import main
+from validator.checks import max_result_bytes, validate_files
+
+NET = "networks/net-000000"
+OTHER_NET = "networks/net-000001"
+
+
+def copy_of(result, tmp_path, name="result.h5"):
+    path = tmp_path / name
+    shutil.copyfile(result, path)
+    return path
+
+
+def mutated(result, tmp_path, mutate):
+    path = copy_of(result, tmp_path)
+    with h5py.File(path, "r+") as f:
+        mutate(f)
+    return path
+
+
+def cases(*rows):
+    """Parameters named by their first column."""
+    return [pytest.param(*row[1:], id=row[0]) for row in rows]
+
+
+def assert_outcome(outcome, verdict, *fragments):
+    assert outcome.verdict == verdict, outcome
+    for fragment in fragments:
+        assert fragment in outcome.reason, outcome
+
+
+# -- mutations ------------------------------------------------------------------------------------
+
+
+def replace(group, name, data=None, **options):
+    del group[name]
+    return group.create_dataset(name, data=data, **options)
+
+
+def edit(dataset, change):
+    values = dataset[()]
+    change(values)
+    dataset[...] = values
+
+
+def set_attr(path, name, value):
+    return lambda f: f[path].attrs.__setitem__(name, value)
+
+
+def delete(path):
+    return lambda f: f.__delitem__(path)
+
+
+def nest(path, depth=200):
+    def mutate(f):
+        group = f[path].create_group("deep")
+        for _ in range(depth - 1):
+            group = group.create_group("d")
+
+    return mutate
+
+
+def set_item(path, index, value):
+    return lambda f: edit(f[path], lambda v: v.__setitem__(index, value))
+
+
+def retype(path, dtype):
+    def mutate(f):
+        group, name = path.rsplit("/", 1)
+        values = f[path][()]
+        replace(f[group], name, data=values.astype(dtype))
+
+    return mutate
+
+
+def group_instead_of_dataset(f):
+    del f[NET]["head.0.weight"]
+    f[NET].create_group("head.0.weight").create_dataset("data", data=np.zeros((24, 12), np.float32))
+
+
+def string_weights(f):
+    values = f[NET]["head.0.bias"][()]
+    replace(f[NET], "head.0.bias", data=np.array([str(v) for v in values], dtype=h5py.string_dtype()))
+
+
+def transposed(f):
+    replace(f[NET], "head.0.weight", data=f[NET]["head.0.weight"][()].T.copy())
+
+
+def extra_network(f):
+    f.copy(f[OTHER_NET], "networks/net-000002")
+
+
+def renamed_network(f):
+    f.move(OTHER_NET, "networks/net-000009")
+
+
+def soft_link(f):
+    del f[NET]["head.0.weight"]
+    f[NET]["head.0.weight"] = h5py.SoftLink(f"/{OTHER_NET}/head.0.weight")
+
+
+def one_epoch(f):
+    """Keep the first epoch only: a consistent file of a network that stopped after 1 of 2 epochs."""
+    f[NET].attrs["epochs"] = 1
+    for name, dataset in list(f[NET]["history"].items()):
+        replace(f[NET]["history"], name, data=dataset[()][:1])
+
+
+def never_trained(f):
+    f[NET].attrs.update({"epochs": 0, "status": "converged", "converged": True})
+    for name in list(f[NET]["history"]):
+        replace(f[NET]["history"], name, data=np.zeros(0))
+
+
+def history_too_long(f):
+    history = f[NET]["history"]
+    replace(history, "train_loss", data=np.append(history["train_loss"][()], 0.5))
+
+
+def marked_converged(f):
+    f[NET].attrs.update({"status": "converged", "converged": True})
+
+
+def add_to_head_weight(f):
+    edit(f[NET]["head.3.weight"], lambda v: v.__iadd__(np.float32(0.5)))
+
+
+def scale_all_weights(f):
+    for dataset in f[NET].values():
+        if isinstance(dataset, h5py.Dataset):
+            edit(dataset, lambda v: v.__imul__(np.float32(1e30)))
+
+
+def swap_weights(f):
+    """Each network keeps its seeds and claims but carries the other's (honestly trained) weights."""
+    for name, dataset in f[NET].items():
+        if isinstance(dataset, h5py.Dataset):
+            mine = dataset[()]
+            dataset[...] = f[OTHER_NET][name][()]
+            f[OTHER_NET][name][...] = mine
+
+
+def spec_for_other_name(f):
+    values = json.loads(f.attrs["spec"])
+    values["name"] = "DS1-SingleInvertMachine-n000100-k2-c0"
+    f.attrs["spec"] = json.dumps(values)
+
+
+def flip_fingerprint(f):
+    fingerprint = f.attrs["spec_sha256"]
+    f.attrs["spec_sha256"] = ("0" if fingerprint[0] != "0" else "1") + fingerprint[1:]
+
+
+INVALID_CASES = {
+    # structure: objects of the wrong kind, missing, extra, or nested without end
+    "deep_nesting_under_network": (nest(NET), "unexpected ['deep']"),
+    "deep_nesting_under_history": (nest(f"{NET}/history"), "history must hold exactly"),
+    "deep_nesting_under_adam_moment": (nest(f"{NET}/adam/exp_avg"), "adam/exp_avg does not hold"),
+    "tensor_stored_as_group": (group_instead_of_dataset, "head.0.weight is missing or not a dataset"),
+    "history_stored_as_dataset": (
+        lambda f: (delete(f"{NET}/history")(f), f[NET].create_dataset("history", data=np.zeros(2))),
+        f"/{NET}/history is missing or not a group",
+    ),
+    "networks_stored_as_dataset": (
+        lambda f: (delete("networks")(f), f.create_dataset("networks", data=np.zeros(2))),
+        "/networks is missing or not a group",
+    ),
+    "adam_stored_as_dataset": (
+        lambda f: (delete(f"{NET}/adam")(f), f[NET].create_dataset("adam", data=np.zeros(2))),
+        f"/{NET}/adam is missing or not a group",
+    ),
+    "string_weights": (string_weights, "head.0.bias has dtype object, expected float32"),
+    "int_weights": (retype(f"{NET}/head.0.weight", np.int32), "head.0.weight has dtype int32, expected float32"),
+    "float64_weights": (retype(f"{NET}/rnn.weight_ih_l0", np.float64), "rnn.weight_ih_l0 has dtype float64"),
+    "big_endian_weights": (retype(f"{NET}/head.1.bias", ">f4"), "head.1.bias has dtype >f4"),
+    "float16_moment": (retype(f"{NET}/adam/exp_avg/head.2.weight", np.float16), "head.2.weight has dtype float16"),
+    "float32_history": (retype(f"{NET}/history/train_loss", np.float32), "train_loss has dtype float32, expected float64"),
+    "transposed_weight": (transposed, "head.0.weight has shape (12, 24), expected (24, 12)"),
+    "scalar_weight": (lambda f: replace(f[NET], "head.2.bias", data=np.float32(0)), "head.2.bias has shape (), expected (8,)"),
+    "wrong_moment_shape": (
+        lambda f: replace(f[NET]["adam/exp_avg_sq"], "rnn.bias_hh_l3", data=np.zeros(37, np.float32)),
+        "rnn.bias_hh_l3 has shape (37,), expected (36,)",
+    ),
+    "extra_tensor": (
+        lambda f: f[NET].create_dataset("head.4.weight", data=np.zeros((8, 8), np.float32)),
+        "unexpected ['head.4.weight']",
+    ),
+    "missing_tensor": (delete(f"{NET}/head.3.bias"), "missing ['head.3.bias']"),
+    "missing_moment": (delete(f"{NET}/adam/exp_avg_sq/rnn.weight_hh_l0"), "adam/exp_avg_sq does not hold"),
+    "missing_history_field": (delete(f"{NET}/history/learning_rate"), "history must hold exactly"),
+    "extra_top_level_group": (lambda f: f.create_group("extra"), "unexpected objects at the top level: ['extra']"),
+    "extra_top_level_dataset": (
+        lambda f: f.create_dataset("payload", data=np.zeros(1000, np.uint8)),
+        "unexpected objects at the top level: ['payload']",
+    ),
+    "missing_network": (delete(OTHER_NET), "networks do not match the spec's 2 networks"),
+    "extra_network": (extra_network, "networks do not match the spec's 2 networks"),
+    "renamed_network": (renamed_network, "networks do not match the spec's 2 networks"),
+    "soft_link_to_other_network": (soft_link, "head.0.weight is a link (SoftLink)"),
+    # non-finite values
+    "nan_weight": (set_item(f"{NET}/head.0.weight", (3, 4), np.nan), "weights head.0.weight holds NaN or Inf"),
+    "inf_weight": (set_item(f"{NET}/rnn.weight_hh_l2", (0, 0), -np.inf), "weights rnn.weight_hh_l2 holds NaN or Inf"),
+    "nan_adam_exp_avg": (set_item(f"{NET}/adam/exp_avg/head.1.bias", 2, np.nan), "exp_avg head.1.bias holds NaN or Inf"),
+    "inf_adam_exp_avg_sq": (set_item(f"{NET}/adam/exp_avg_sq/rnn.bias_ih_l1", 5, np.inf), "exp_avg_sq rnn.bias_ih_l1 holds NaN"),
+    "nan_history_train_loss": (set_item(f"{NET}/history/train_loss", 0, np.nan), "history train_loss holds NaN or Inf"),
+    "inf_history_validation_loss": (
+        set_item(f"{NET}/history/validation_loss", -1, np.inf),
+        "history validation_loss holds NaN or Inf",
+    ),
+    "nan_history_post_trigger_on_device_task": (
+        set_item(f"{NET}/history/post_trigger_accuracy", -1, np.nan),
+        "history post_trigger_accuracy holds NaN or Inf",
+    ),
+    # root attributes
+    "format_version_2": (set_attr("/", "format_version", 2), "unknown result format_version 2"),
+    "format_version_string": (set_attr("/", "format_version", "1"), "unknown result format_version '1'"),
+    "format_version_missing": (lambda f: f.attrs.__delitem__("format_version"), "unknown result format_version None"),
+    "wrong_format": (set_attr("/", "format", "mlds-checkpoint"), "not an mlds result file (format attribute 'mlds-checkpoint')"),
+    "format_missing": (lambda f: f.attrs.__delitem__("format"), "not an mlds result file"),
+    "checkpoint_not_complete": (set_attr("/", "complete", False), "checkpoint, not a completed result"),
+    "complete_as_integer": (set_attr("/", "complete", 1), "checkpoint, not a completed result"),
+    "complete_missing": (lambda f: f.attrs.__delitem__("complete"), "lacks the 'complete' attribute"),
+    "embedded_spec_not_json": (set_attr("/", "spec", "{not json"), "the embedded spec is invalid"),
+    "embedded_spec_not_a_string": (set_attr("/", "spec", 7), "not a JSON string of reasonable size"),
+    "embedded_spec_nested_json": (set_attr("/", "spec", "[" * 100_000 + "]" * 100_000), "RecursionError"),
+    "embedded_spec_of_other_workunit": (spec_for_other_name, "the embedded spec does not match the file's spec_sha256"),
+    "spec_fingerprint_changed": (flip_fingerprint, "the embedded spec does not match the file's spec_sha256"),
+    # per-network bookkeeping
+    "init_seed_changed": (set_attr(NET, "init_seed", 99), "seeds 99/1 are not the spec's"),
+    "order_seed_changed": (set_attr(OTHER_NET, "order_seed", 1), "network net-000001: seeds 2/1 are not the spec's"),
+    "negative_epochs": (set_attr(NET, "epochs", -1), "'epochs' must be a non-negative integer, not -1"),
+    "bool_epochs": (set_attr(NET, "epochs", True), "'epochs' must be a non-negative integer, not True"),
+    "float_epochs": (set_attr(NET, "epochs", 2.0), "'epochs' must be a non-negative integer, not 2.0"),
+    "string_epochs": (set_attr(NET, "epochs", "2"), "'epochs' must be a non-negative integer, not '2'"),
+    "negative_adam_step": (set_attr(NET, "adam_step", -64), "'adam_step' must be a non-negative integer"),
+    "unknown_status": (set_attr(NET, "status", "done"), "unknown status 'done'"),
+    "missing_status": (lambda f: f[NET].attrs.__delitem__("status"), "unknown status None"),
+    "converged_flag_flipped": (set_attr(NET, "converged", True), "converged flag True contradicts status 'capped'"),
+    "marked_converged_below_rule": (marked_converged, "marked converged but re-evaluated accuracy is 0.69"),
+    "still_training_at_cap": (set_attr(NET, "status", "training"), "still training at the cap of 2 epochs"),
+    "capped_before_cap": (one_epoch, "marked capped at 1 epochs, cap is 2"),
+    "history_shorter_than_epochs": (set_attr(NET, "epochs", 3), "train_loss has shape (2,), expected (3,)"),
+    "history_longer_than_epochs": (history_too_long, "train_loss has shape (3,), expected (2,)"),
+    "never_trained": (never_trained, "was never trained"),
+    "starts_after_epoch_0": (set_attr(NET, "start_epoch", 1), "starts at epoch 1, expected 0"),
+    # claims that re-evaluation must catch
+    "head_weight_plus_half": (add_to_head_weight, "network net-000000: claims accuracy 0.695799, re-evaluated"),
+    "weights_scaled_huge_but_finite": (scale_all_weights, "network net-000000: claims accuracy"),
+    "weights_swapped_between_networks": (swap_weights, "re-evaluated"),
+    "claimed_accuracy_raised": (set_item(f"{NET}/history/validation_accuracy", -1, 0.7), "claims accuracy 0.700000"),
+    "claimed_loss_lowered": (set_item(f"{NET}/history/validation_loss", -1, 0.5), "claims validation loss 0.5,"),
+    "claimed_post_trigger_raised": (set_item(f"{NET}/history/post_trigger_accuracy", -1, 0.8), "claims post-trigger accuracy 0.8"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(INVALID_CASES))
+def test_mutated_result_is_invalid(small_result, tmp_path, case):
+    mutate, fragment = INVALID_CASES[case]
+    spec_path, result = small_result
+    outcome = validate_files(spec_path, mutated(result, tmp_path, mutate))
+    assert_outcome(outcome, "invalid", fragment)
+
+
+def test_control_copy_is_valid(small_result, tmp_path):
+    spec_path, result = small_result
+    outcome = validate_files(spec_path, copy_of(result, tmp_path))
+    assert outcome == type(outcome)("valid", "", "2 networks, 0 converged")
+
+
+def test_control_rewritten_unchanged_is_valid(small_result, tmp_path):
+    """Opening and rewriting attributes with their own values must not break a file (guards the mutators)."""
+    spec_path, result = small_result
+    path = mutated(result, tmp_path, lambda f: f[NET].attrs.update(dict(f[NET].attrs)))
+    assert_outcome(validate_files(spec_path, path), "valid")
+
+
+# -- raw bytes ------------------------------------------------------------------------------------
+
+
+def write_file(path, data):
+    path.write_bytes(data)
+    return path
+
+
+def write_bytes(tmp_path, data):
+    return write_file(tmp_path / "result.h5", data)
+
+
+@pytest.mark.parametrize(
+    "make, fragment",
+    cases(
+        ("empty", lambda valid: b"", "not an HDF5 file"),
+        ("random_bytes", lambda valid: np.random.default_rng(0).bytes(len(valid)), "not an HDF5 file"),
+        ("text", lambda valid: b'{"weights": [1, 2, 3]}\n', "not an HDF5 file"),
+        ("hdf5_signature_then_noise", lambda valid: valid[:8] + np.random.default_rng(1).bytes(4096), "unreadable result file"),
+        ("first_half", lambda valid: valid[: len(valid) // 2], "unreadable result file"),
+        ("minus_last_kb", lambda valid: valid[:-1024], "unreadable result file"),
+        ("superblock_only", lambda valid: valid[:96], "unreadable result file"),
+        ("zeroed_middle", lambda valid: valid[:4096] + bytes(len(valid) - 8192) + valid[-4096:], "/networks/net-000000 is missing or not a group"),
+    ),
+)
+def test_raw_bytes_are_invalid(small_result, tmp_path, make, fragment):
+    spec_path, result = small_result
+    path = write_bytes(tmp_path, make(result.read_bytes()))
+    assert_outcome(validate_files(spec_path, path), "invalid", fragment)
+
+
+@pytest.mark.parametrize("start_valid", [False, True], ids=["sparse_zeros", "valid_file_padded"])
+def test_file_over_size_limit_is_invalid_before_opening(small_result, tmp_path, start_valid):
+    spec_path, result = small_result
+    limit = max_result_bytes(read_spec(spec_path))
+    path = copy_of(result, tmp_path) if start_valid else tmp_path / "result.h5"
+    with open(path, "r+b" if start_valid else "wb") as handle:
+        handle.truncate(limit + 1)  # sparse: costs no disk
+    assert_outcome(validate_files(spec_path, path), "invalid", f"is {limit + 1} bytes, more than the limit of {limit}")
+
+
+# -- objects outside the file: links, external storage, virtual datasets --------------------------
+
+
+def test_external_link_to_another_result_is_invalid(small_result, tmp_path):
+    """A tiny upload linking to an honest result elsewhere on the server must not borrow its weights."""
+    spec_path, result = small_result
+
+    def mutate(f):
+        del f[NET]["head.0.weight"]
+        f[NET]["head.0.weight"] = h5py.ExternalLink(str(result), f"/{NET}/head.0.weight")
+
+    assert_outcome(validate_files(spec_path, mutated(result, tmp_path, mutate)), "invalid", "head.0.weight is a link (ExternalLink)")
+
+
+def test_external_link_for_all_networks_is_invalid(small_result, tmp_path):
+    spec_path, result = small_result
+
+    def mutate(f):
+        del f["networks"]
+        f["networks"] = h5py.ExternalLink(str(result), "/networks")
+
+    assert_outcome(validate_files(spec_path, mutated(result, tmp_path, mutate)), "invalid", "/networks is a link (ExternalLink)")
+
+
+def test_dataset_with_external_raw_storage_is_invalid(small_result, tmp_path):
+    spec_path, result = small_result
+    raw = tmp_path / "raw.bin"
+
+    def mutate(f):
+        values = f[NET]["head.0.weight"][()]
+        values.tofile(raw)
+        del f[NET]["head.0.weight"]
+        f[NET].create_dataset("head.0.weight", shape=values.shape, dtype="<f4", external=[(str(raw), 0, values.nbytes)])
+
+    outcome = validate_files(spec_path, mutated(result, tmp_path, mutate))
+    assert_outcome(outcome, "invalid", "head.0.weight keeps its data outside the file")
+
+
+def test_virtual_dataset_is_invalid(small_result, tmp_path):
+    spec_path, result = small_result
+
+    def mutate(f):
+        shape = f[NET]["head.0.weight"].shape
+        layout = h5py.VirtualLayout(shape=shape, dtype="<f4")
+        layout[:] = h5py.VirtualSource(str(result), f"/{NET}/head.0.weight", shape=shape)
+        del f[NET]["head.0.weight"]
+        f[NET].create_virtual_dataset("head.0.weight", layout)
+
+    outcome = validate_files(spec_path, mutated(result, tmp_path, mutate))
+    assert_outcome(outcome, "invalid", "head.0.weight keeps its data outside the file")
+
+
+# -- results of other workunits -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def other_seed_result(tmp_path_factory):
+    return train_small(tmp_path_factory.mktemp("other_seed"), networks=1, max_epochs=1, seed=5)
+
+
+@pytest.fixture(scope="module")
+def other_machine_result(tmp_path_factory):
+    return train_small(tmp_path_factory.mktemp("other_machine"), machine="ParityMachine", networks=1)
+
+
+def test_result_of_a_different_spec_is_invalid(small_result, other_seed_result):
+    spec_path, _ = small_result
+    outcome = validate_files(spec_path, other_seed_result[1])
+    assert_outcome(outcome, "invalid", "written for a different spec", "DS1-SingleInvertMachine-n000000-k1-c0")
+
+
+def test_result_of_a_different_machine_is_invalid(small_result, other_machine_result):
+    spec_path, _ = small_result
+    outcome = validate_files(spec_path, other_machine_result[1])
+    assert_outcome(outcome, "invalid", "written for a different spec", "DS1-ParityMachine")
+
+
+def test_network_trained_on_a_different_machine_is_invalid(small_result, other_machine_result, tmp_path):
+    """Same seeds, epochs and layout, but trained on ParityMachine: only re-evaluation can tell."""
+    spec_path, result = small_result
+
+    def mutate(f):
+        del f[NET]
+        with h5py.File(other_machine_result[1], "r") as other:
+            other.copy(other[NET], f["networks"], name="net-000000")
+
+    outcome = validate_files(spec_path, mutated(result, tmp_path, mutate))
+    assert_outcome(outcome, "invalid", "network net-000000: claims", "re-evaluated")
+
+
+# -- the server's own problems are transient ------------------------------------------------------
+
+
+def test_missing_result_is_transient(small_result, tmp_path):
+    spec_path, _ = small_result
+    outcome = validate_files(spec_path, tmp_path / "absent.h5")
+    assert_outcome(outcome, "transient", "absent.h5 is missing or unreadable now")
+
+
+def test_directory_instead_of_result_is_transient(small_result, tmp_path):
+    spec_path, _ = small_result
+    (tmp_path / "result.h5").mkdir()
+    assert_outcome(validate_files(spec_path, tmp_path / "result.h5"), "transient", "missing or unreadable now")
+
+
+def bad_spec(small_result, tmp_path, change):
+    values = json.loads(small_result[0].read_text())
+    change(values)
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(values))
+    return path
+
+
+@pytest.mark.parametrize(
+    "make, fragment",
+    cases(
+        ("missing", lambda sr, tmp: tmp / "absent.json", "cannot read spec"),
+        ("directory", lambda sr, tmp: tmp, "cannot read spec"),
+        ("not_json", lambda sr, tmp: write_file(tmp / "s.json", b"\xff\x00 not json"), "is not JSON"),
+        ("deeply_nested_json", lambda sr, tmp: write_file(tmp / "s.json", b"[" * 100_000 + b"]" * 100_000), "RecursionError"),
+        ("unknown_version", lambda sr, tmp: bad_spec(sr, tmp, lambda v: v.update(format_version=9)), "unknown spec format_version 9"),
+        ("mistyped_field", lambda sr, tmp: bad_spec(sr, tmp, lambda v: v["recipe"].update(batch_size="32")), "TypeError"),
+    ),
+)
+def test_unusable_spec_is_transient(small_result, tmp_path, make, fragment):
+    outcome = validate_files(make(small_result, tmp_path), small_result[1])
+    assert_outcome(outcome, "transient", "cannot use the workunit spec", fragment)
+
+
+# -- DS2 (post-trigger accuracy is scored) --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "mutate, verdict, fragment",
+    cases(
+        ("control", lambda f: None, "valid", ""),
+        ("head_weight_plus_half", add_to_head_weight, "invalid", "re-evaluated"),
+        ("nan_post_trigger", set_item(f"{NET}/history/post_trigger_accuracy", 0, np.nan), "invalid", "post_trigger_accuracy holds NaN"),
+        ("claimed_post_trigger_raised", set_item(f"{NET}/history/post_trigger_accuracy", -1, 0.99), "invalid", "claims post-trigger accuracy 0.99"),
+    ),
+)
+def test_ds2(small_ds2_result, tmp_path, mutate, verdict, fragment):
+    spec_path, result = small_ds2_result
+    assert_outcome(validate_files(spec_path, mutated(result, tmp_path, mutate)), verdict, fragment)
+
+
+# -- through the command line ---------------------------------------------------------------------
+
+
+def run_cli(spec_path, result_path):
+    return CliRunner().invoke(main, ["validate", str(spec_path), str(result_path)])
+
+
+def test_cli_valid_exits_0(small_result):
+    outcome = run_cli(*small_result)
+    assert outcome.exit_code == 0, outcome.output
+    assert outcome.stderr == "valid: 2 networks, 0 converged\n"
+
+
+@pytest.mark.parametrize(
+    "mutate, fragment",
+    cases(
+        ("nan_weight", INVALID_CASES["nan_weight"][0], "invalid: network net-000000: weights head.0.weight holds NaN or Inf"),
+        ("tampered", add_to_head_weight, "invalid: network net-000000: claims accuracy"),
+        ("checkpoint", set_attr("/", "complete", False), "invalid: the file is a checkpoint"),
+    ),
+)
+def test_cli_invalid_exits_1(small_result, tmp_path, mutate, fragment):
+    spec_path, result = small_result
+    outcome = run_cli(spec_path, mutated(result, tmp_path, mutate))
+    assert outcome.exit_code == 1, outcome.output
+    assert outcome.stderr.startswith(fragment), outcome.stderr
+
+
+def test_cli_truncated_file_exits_1(small_result, tmp_path):
+    spec_path, result = small_result
+    outcome = run_cli(spec_path, write_bytes(tmp_path, result.read_bytes()[:-1024]))
+    assert outcome.exit_code == 1, outcome.output
+    assert outcome.stderr.startswith("invalid: unreadable result file")
+
+
+@pytest.mark.parametrize("where", ["missing_result", "directory_result", "missing_spec", "directory_spec"])
+def test_cli_transient_exits_3(small_result, tmp_path, where):
+    spec_path, result = small_result
+    (tmp_path / "dir").mkdir()
+    args = {
+        "missing_result": (spec_path, tmp_path / "absent.h5"),
+        "directory_result": (spec_path, tmp_path / "dir"),
+        "missing_spec": (tmp_path / "absent.json", result),
+        "directory_spec": (tmp_path / "dir", result),
+    }[where]
+    outcome = run_cli(*args)
+    assert outcome.exit_code == 3, outcome.output
+    assert outcome.stderr.startswith("transient: "), outcome.stderr
+    assert ("missing or unreadable now" if where.endswith("result") else "cannot use the workunit spec") in outcome.stderr
