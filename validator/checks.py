@@ -23,10 +23,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from boinc_app.networks import build_network
+from boinc_app.networks import build_network, expected_shapes
 from boinc_app.result_file import ResultFileError, read_result
 from boinc_app.task_data import score_counts, scores_from_counts, task_data
-from boinc_app.training import CAPPED, CONVERGED, TRAINING
+from boinc_app.training import CAPPED, CONVERGED, HISTORY_FIELDS, TRAINING
 from boinc_app.workunit_spec import SpecError, read_spec
 
 VALID, INVALID, TRANSIENT = "valid", "invalid", "transient"
@@ -47,8 +47,11 @@ class Outcome:
 
 
 def max_result_bytes(spec):
-    """Upper bound on an honest result file's size for ``spec``."""
-    return (1 << 20) + len(spec.networks) * (256 << 10)
+    """Upper bound on an honest result file's size for ``spec``: per network its weights and two
+    Adam moments (float32), its history (float64 per epoch and field) and HDF5 overhead."""
+    parameters = sum(int(np.prod(shape)) for shape in expected_shapes(spec.architecture).values())
+    per_network = 3 * 4 * parameters + len(HISTORY_FIELDS) * 8 * spec.max_epochs + (128 << 10)
+    return (1 << 20) + len(spec.networks) * per_network
 
 
 def validate_files(spec_path, result_path):
