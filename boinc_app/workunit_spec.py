@@ -28,6 +28,13 @@ class SpecError(ValueError):
     """A workunit spec that cannot be used (unreadable, wrong format, unknown version, bad field)."""
 
 
+def task_label(task):
+    """A spec ``task`` entry's name: the machine name, or ``automaton-NNN``."""
+    if task["kind"] == "device":
+        return task["machine"]
+    return f"automaton-{int(task['index']):03d}"
+
+
 @dataclass(frozen=True)
 class NetworkSeeds:
     key: str
@@ -62,10 +69,7 @@ class WorkunitSpec:
 
     @property
     def task_name(self):
-        """The machine name, or ``automaton-NNN``."""
-        if self.task["kind"] == "device":
-            return self.task["machine"]
-        return f"automaton-{int(self.task['index']):03d}"
+        return task_label(self.task)
 
     def to_dict(self):
         return {

@@ -16,6 +16,7 @@ An uploaded result is hostile until proven otherwise. The checks, in order:
 Anything unexpected inside the validator is transient (exit 3), never "valid".
 """
 
+import dataclasses
 import math
 import os
 from dataclasses import dataclass
@@ -137,6 +138,15 @@ def reevaluate(spec, networks):
     return results
 
 
+def _shifted_rule(rule, sign):
+    """The convergence rule with thresholds moved by the tolerance (``sign`` -1: lenient)."""
+    return dataclasses.replace(
+        rule,
+        accuracy=rule.accuracy + sign * ACCURACY_TOLERANCE,
+        post_trigger_accuracy=rule.post_trigger_accuracy + sign * 10 * ACCURACY_TOLERANCE,
+    )
+
+
 def check_claims(spec, network, loss, accuracy, post):
     key = network.key
     history = network.history
@@ -150,8 +160,7 @@ def check_claims(spec, network, loss, accuracy, post):
     if not (math.isnan(post) and math.isnan(claimed_post)) and abs(claimed_post - post) > 10 * ACCURACY_TOLERANCE:
         raise InvalidResult(f"network {key}: claims post-trigger accuracy {claimed_post:.6f}, re-evaluated {post:.6f}")
     rule = spec.convergence
-    relaxed = type(rule)(rule.accuracy - ACCURACY_TOLERANCE, rule.post_trigger_accuracy - 10 * ACCURACY_TOLERANCE, rule.require_post_trigger)
-    strict = type(rule)(rule.accuracy + ACCURACY_TOLERANCE, rule.post_trigger_accuracy + 10 * ACCURACY_TOLERANCE, rule.require_post_trigger)
+    relaxed, strict = (_shifted_rule(rule, sign) for sign in (-1, +1))
     if network.status == CONVERGED and not relaxed.met(accuracy, post):
         raise InvalidResult(f"network {key}: marked converged but re-evaluated accuracy is {accuracy:.6f}")
     if network.status != CONVERGED and strict.met(accuracy, post):

@@ -9,7 +9,7 @@ order, so any network can be re-trained alone from its index.
 import dataclasses
 
 import machines
-from boinc_app.workunit_spec import DataConfig, NetworkSeeds, WorkunitSpec
+from boinc_app.workunit_spec import DataConfig, NetworkSeeds, WorkunitSpec, task_label
 from machines.random_stream import GENERATOR_NAME, derive_seed
 from machines.sequences import shared_set_seed
 from workgen.datasets import get_dataset
@@ -25,7 +25,7 @@ def data_config(config, task):
         base = machines.get_machine(task["machine"]).base_name
         train_seed, validation_seed = shared_set_seed(base, "train"), shared_set_seed(base, "validation")
     else:
-        name = f"automaton-{task['index']:03d}"
+        name = task_label(task)
         train_seed = derive_seed("mlds", "DS3", name, "train")
         validation_seed = derive_seed("mlds", "DS3", name, "validation")
     return DataConfig(
@@ -59,8 +59,8 @@ def make_spec(
         NetworkSeeds(key=f"net-{first_index + i:06d}", init_seed=seed + first_index + i, order_seed=seed + first_index + i)
         for i in range(networks)
     )
-    spec = WorkunitSpec(
-        name=workunit_name(dataset, task_name if task["kind"] == "device" else f"automaton-{task['index']:03d}", first_index, networks, continuation),
+    return WorkunitSpec(
+        name=workunit_name(dataset, task_label(task), first_index, networks, continuation),
         dataset=dataset,
         spec_version=machines.SPEC_VERSION,
         task=task,
@@ -73,7 +73,6 @@ def make_spec(
         max_epochs=max_epochs,
         resume_from=resume_from,
     )
-    return spec
 
 
 def with_recipe(spec, **changes):
