@@ -26,9 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import machines  # noqa: E402
 from boinc_app import training  # noqa: E402
 from boinc_app.task_data import stack_tasks  # noqa: E402
-from workgen.specs import make_spec, with_recipe  # noqa: E402
+from workgen.specs import make_spec, with_data, with_recipe  # noqa: E402
 
 RECIPE_OPTIONS = ("learning_rate", "post_trigger_weight", "anneal_factor", "anneal_accuracy", "gate_bias")
+DATA_OPTIONS = {"train_size": int, "near_miss_probability": float}
 
 
 def parse_seeds(text):
@@ -44,7 +45,8 @@ def build_runs(machine_names, seeds, cap, recipe_changes):
         dataset = "DS1" if name in machines.DS1_NAMES else "DS2"
         for seed in seeds:
             spec = make_spec(dataset, name, networks=1, seed=seed, max_epochs=cap, epoch_budget=cap)
-            spec = with_recipe(spec, **recipe_changes)
+            spec = with_recipe(spec, **{k: v for k, v in recipe_changes.items() if k in RECIPE_OPTIONS})
+            spec = with_data(spec, **{k: v for k, v in recipe_changes.items() if k in DATA_OPTIONS})
             specs.append(spec)
             rules.append(spec.convergence)
     return specs, rules
@@ -81,6 +83,7 @@ def record(spec, state):
         "machine": spec.task_name,
         "seed": state.init_seed,
         "recipe": spec.recipe.to_dict(),
+        "data": {"train_size": spec.data.train_size, "near_miss_probability": spec.data.near_miss_probability},
         "cap": spec.max_epochs,
         "converged": state.status == training.CONVERGED,
         "epochs": state.epochs,
@@ -127,7 +130,7 @@ def _fmt(value, digits=0):
 @click.option("--jsonl", type=click.Path(dir_okay=False), help="append one JSON record per network here")
 @click.option("--snapshot", type=click.Path(dir_okay=False), help="rewrite the records so far every 10 epochs")
 @click.option("--table", "tables", multiple=True, type=click.Path(exists=True), help="print the table of saved runs")
-@click.option("--set", "settings", multiple=True, help=f"recipe change NAME=VALUE, NAME in {RECIPE_OPTIONS}")
+@click.option("--set", "settings", multiple=True, help=f"recipe or data change NAME=VALUE, NAME in {RECIPE_OPTIONS + tuple(DATA_OPTIONS)}")
 def main(machine_list, seeds, cap, quick, threads, jsonl, snapshot, tables, settings):
     if tables:
         records = [json.loads(line) for path in tables for line in Path(path).read_text().splitlines() if line]
@@ -141,9 +144,9 @@ def main(machine_list, seeds, cap, quick, threads, jsonl, snapshot, tables, sett
     changes = {}
     for item in settings:
         key, value = item.split("=", 1)
-        if key not in RECIPE_OPTIONS:
-            raise click.BadParameter(f"unknown recipe field {key!r}; choose from {RECIPE_OPTIONS}")
-        changes[key] = float(value)
+        if key not in RECIPE_OPTIONS and key not in DATA_OPTIONS:
+            raise click.BadParameter(f"unknown field {key!r}; choose from {RECIPE_OPTIONS + tuple(DATA_OPTIONS)}")
+        changes[key] = DATA_OPTIONS.get(key, float)(value)
     specs, rules = build_runs(names, seed_list, cap, changes)
     started = time.monotonic()
     records = train_all(specs, rules, snapshot=snapshot)

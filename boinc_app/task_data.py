@@ -39,8 +39,8 @@ class TaskData:
     loss_weights: torch.Tensor  # [T, N, L, 8] (device) or [T, N, L] (automaton)
 
 
-def _device_set(machine, size, length, seed):
-    sequences = generate_sequences(machine, size, length, seed)
+def _device_set(machine, size, length, seed, near_miss_probability):
+    sequences = generate_sequences(machine, size, length, seed, near_miss_probability)
     bits = torch.tensor([(machine.mask >> b) & 1 for b in range(8)], dtype=torch.bool)
     reads = torch.from_numpy(sequences.reads)[..., None] & bits
     post = torch.from_numpy(sequences.post_trigger)[..., None] & bits
@@ -66,8 +66,9 @@ def task_data(spec):
     data = spec.data
     if spec.task["kind"] == "device":
         machine = machines.get_machine(spec.task["machine"])
-        train = _device_set(machine, data.train_size, data.length, data.train_seed)
-        validation = _device_set(machine, data.validation_size, data.length, data.validation_seed)
+        near = data.near_miss_probability
+        train = _device_set(machine, data.train_size, data.length, data.train_seed, near)
+        validation = _device_set(machine, data.validation_size, data.length, data.validation_seed, near)
     else:
         task = spec.task
         automaton = machines.automaton(int(task["index"]), task["states"], task["inputs"], task["outputs"])

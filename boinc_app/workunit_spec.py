@@ -50,6 +50,7 @@ class DataConfig:
     train_size: int
     validation_size: int
     length: int
+    near_miss_probability: float = 0.0
 
 
 @dataclass(frozen=True)

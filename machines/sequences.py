@@ -45,8 +45,13 @@ class SequenceSet:
         return self.commands == READ
 
 
-def draw_commands_and_data(n, length, seed):
-    """The machine-independent part of spec §3: ``(commands int8 [n, L], data uint8 [n, L])``."""
+def draw_commands_and_data(n, length, seed, near_miss_probability=0.0):
+    """The machine-independent part of spec §3: ``(commands int8 [n, L], data uint8 [n, L])``.
+
+    ``near_miss_probability``: share of sequences that also get a *near-miss* trigger (three
+    WRITEs of the trigger bytes with 1-3 bits flipped), planted before the real trigger so a real
+    trigger always stays intact. Its draws come after all others, so 0 gives the plain stream.
+    """
     if length < len(TRIGGER):
         raise ValueError(f"sequence length {length} is shorter than the trigger ({len(TRIGGER)} steps)")
     stream = RawStream(seed)
@@ -55,6 +60,8 @@ def draw_commands_and_data(n, length, seed):
     data = (stream.words(n * length) >> np.uint64(56)).astype(np.uint8).reshape(n, length)
     has_trigger = stream.uniform(n) < P_TRIGGER
     starts = stream.below(length - len(TRIGGER) + 1, n)
+    if near_miss_probability > 0:
+        _plant_near_misses(stream, commands, data, near_miss_probability)
     for row in np.flatnonzero(has_trigger):
         for offset, byte in enumerate(TRIGGER):
             commands[row, starts[row] + offset] = WRITE
@@ -62,9 +69,26 @@ def draw_commands_and_data(n, length, seed):
     return commands, data
 
 
-def generate(machine, n, length, seed):
+def _plant_near_misses(stream, commands, data, probability):
+    """Near-miss draws: per sequence a flag, a start, a flip count 1..3 and three bit positions
+    0..23 of the 24 trigger bits (repeated positions flip once per occurrence)."""
+    n, length = commands.shape
+    has_near_miss = stream.uniform(n) < probability
+    starts = stream.below(length - len(TRIGGER) + 1, n)
+    flip_counts = 1 + stream.below(3, n)
+    positions = stream.below(8 * len(TRIGGER), 3 * n).reshape(n, 3)
+    for row in np.flatnonzero(has_near_miss):
+        pattern = list(TRIGGER)
+        for position in positions[row, : flip_counts[row]]:
+            pattern[position // 8] ^= 1 << (position % 8)
+        for offset, byte in enumerate(pattern):
+            commands[row, starts[row] + offset] = WRITE
+            data[row, starts[row] + offset] = byte
+
+
+def generate(machine, n, length, seed, near_miss_probability=0.0):
     """``n`` sequences of ``length`` steps from ``seed``, answered by ``machine``."""
-    commands, data = draw_commands_and_data(n, length, seed)
+    commands, data = draw_commands_and_data(n, length, seed, near_miss_probability)
     response = machine.respond(commands, data)
     return SequenceSet(
         machine=machine.name,

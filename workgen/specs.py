@@ -75,6 +75,11 @@ def make_spec(
     )
 
 
+def with_data(spec, **changes):
+    """The same spec with some data fields changed (benchmarks, experiments)."""
+    return dataclasses.replace(spec, data=dataclasses.replace(spec.data, **changes))
+
+
 def with_recipe(spec, **changes):
     """The same spec with some recipe fields changed (benchmarks, experiments)."""
     return dataclasses.replace(spec, recipe=dataclasses.replace(spec.recipe, **changes))
