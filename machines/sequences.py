@@ -23,6 +23,9 @@ from machines.random_stream import GENERATOR_NAME, RawStream, derive_seed
 P_NOP, P_WRITE = 0.2, 0.4
 P_TRIGGER = 0.5
 DEFAULT_SET_SIZE = 1000
+# SPEC_VERSION 2: DS1/DS2 networks train on 2,000 shared sequences (1,000 left the trigger
+# detector short of examples); validation stays at 1,000.
+DEVICE_SET_SIZES = {"train": 2000, "validation": 1000}
 DEFAULT_LENGTH = 50
 SET_ROLES = ("train", "validation")
 
@@ -108,9 +111,11 @@ def shared_set_seed(base_name, role):
     return derive_seed("mlds", "DS1/DS2", base_name, role)
 
 
-def shared_set(machine, role, n=DEFAULT_SET_SIZE, length=DEFAULT_LENGTH):
-    """The fixed ``train`` or ``validation`` set every network of ``machine`` uses."""
-    return generate(machine, n, length, shared_set_seed(machine.base_name, role))
+def shared_set(machine, role, n=None, length=DEFAULT_LENGTH):
+    """The fixed ``train`` or ``validation`` set every network of ``machine`` uses
+    (``n`` defaults to the role's size in ``DEVICE_SET_SIZES``)."""
+    seed = shared_set_seed(machine.base_name, role)
+    return generate(machine, DEVICE_SET_SIZES[role] if n is None else n, length, seed)
 
 
 __all__ = ["GENERATOR_NAME", "SequenceSet", "generate", "shared_set", "shared_set_seed", "draw_commands_and_data"]

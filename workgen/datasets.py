@@ -8,6 +8,7 @@ differ only in the machines' trigger behaviour; DS3 has 100 random automata (spe
 from dataclasses import dataclass
 
 import machines
+from machines.sequences import DEVICE_SET_SIZES
 from boinc_app.networks import DEVICE_ARCHITECTURE, automaton_architecture
 from boinc_app.recipe import AUTOMATON_RECIPE, DEVICE_RECIPE, ConvergenceRule, Recipe
 
@@ -49,7 +50,14 @@ class DatasetConfig:
 
 DATASETS = {
     "DS1": DatasetConfig(
-        "DS1", "device", machines.DS1_NAMES, DEVICE_RECIPE, ConvergenceRule(), max_epochs=3000, epoch_budget=200
+        "DS1",
+        "device",
+        machines.DS1_NAMES,
+        DEVICE_RECIPE,
+        ConvergenceRule(),
+        max_epochs=3000,
+        epoch_budget=200,
+        train_size=DEVICE_SET_SIZES["train"],
     ),
     "DS2": DatasetConfig(
         "DS2",
@@ -59,6 +67,7 @@ DATASETS = {
         ConvergenceRule(require_post_trigger=True),
         max_epochs=3000,
         epoch_budget=200,
+        train_size=DEVICE_SET_SIZES["train"],
     ),
     "DS3": DatasetConfig(
         "DS3",
