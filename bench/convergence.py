@@ -28,7 +28,7 @@ from boinc_app import training  # noqa: E402
 from boinc_app.task_data import stack_tasks  # noqa: E402
 from workgen.specs import make_spec, with_data, with_recipe  # noqa: E402
 
-RECIPE_OPTIONS = ("learning_rate", "post_trigger_weight", "anneal_factor", "anneal_accuracy", "gate_bias")
+RECIPE_OPTIONS = ("learning_rate", "post_trigger_weight", "anneal_factor", "anneal_accuracy", "gate_bias", "curriculum_epochs")
 DATA_OPTIONS = {"train_size": int, "near_miss_probability": float}
 
 
@@ -146,7 +146,7 @@ def main(machine_list, seeds, cap, quick, threads, jsonl, snapshot, tables, sett
         key, value = item.split("=", 1)
         if key not in RECIPE_OPTIONS and key not in DATA_OPTIONS:
             raise click.BadParameter(f"unknown field {key!r}; choose from {RECIPE_OPTIONS + tuple(DATA_OPTIONS)}")
-        changes[key] = DATA_OPTIONS.get(key, float)(value)
+        changes[key] = {**DATA_OPTIONS, "curriculum_epochs": int}.get(key, float)(value)
     specs, rules = build_runs(names, seed_list, cap, changes)
     started = time.monotonic()
     records = train_all(specs, rules, snapshot=snapshot)

@@ -25,6 +25,10 @@ class Recipe:
     anneal_accuracy: float = 1.0
     # added to the GRU update-gate (LSTM forget-gate) biases at initialisation; 0 = PyTorch default
     gate_bias: float = 0.0
+    # train on sequence prefixes growing from ``curriculum_start_length`` to full length over the
+    # first ``curriculum_epochs`` epochs (0 = off); validation always uses full sequences
+    curriculum_epochs: int = 0
+    curriculum_start_length: int = 10
 
     def to_dict(self):
         values = asdict(self)

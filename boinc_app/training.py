@@ -103,6 +103,15 @@ def batch_order(order_seed, epoch, size):
     return RawStream(derive_seed("mlds", "batch-order", order_seed, epoch)).permutation(size)
 
 
+def curriculum_length(recipe, epoch, length):
+    """Training sequence length at ``epoch``: prefixes growing linearly from
+    ``curriculum_start_length`` to the full length over ``curriculum_epochs`` epochs (0: off)."""
+    if epoch >= recipe.curriculum_epochs:
+        return length
+    start = min(recipe.curriculum_start_length, length)
+    return start + (length - start) * epoch // recipe.curriculum_epochs
+
+
 def learning_rate(recipe, network):
     best = max(network.history["validation_accuracy"], default=0.0)
     factor = recipe.anneal_factor if best >= recipe.anneal_accuracy else 1.0
@@ -184,14 +193,19 @@ def _train_one_epoch(spec, data, networks, params, optimizer, index, device):
     batch = spec.recipe.batch_size
     orders = torch.from_numpy(np.stack([batch_order(n.order_seed, n.epochs, size) for n in networks])).to(device)
     train = data.train
-    inputs, targets, weights = (t.to(device) for t in (train.inputs, train.targets, data.loss_weights))
+    lengths = [curriculum_length(spec.recipe, n.epochs, train.inputs.shape[2]) for n in networks]
+    steps = slice(0, max(lengths))
+    inputs, targets, weights = (t[:, :, steps].to(device) for t in (train.inputs, train.targets, data.loss_weights))
     losses = torch.zeros(len(networks), dtype=torch.float64, device=device)
     batches = 0
     for start in range(0, size, batch):
         rows = orders[:, start : start + batch]
         which = (index[:, None], rows)
         logits = ensemble.forward(spec.architecture, params, inputs[which])
-        loss = per_network_loss(data.kind, logits, targets[which], weights[which])
+        batch_weights = weights[which]  # a copy: advanced indexing
+        for k, length in enumerate(lengths):
+            batch_weights[k, :, length:] = 0  # no loss beyond a network's own curriculum length
+        loss = per_network_loss(data.kind, logits, targets[which], batch_weights)
         for p in params.values():
             p.grad = None
         loss.sum().backward()

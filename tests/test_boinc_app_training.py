@@ -109,3 +109,25 @@ def test_batch_order_is_a_permutation_that_changes_every_epoch():
     assert sorted(first) == list(range(1000))
     assert not np.array_equal(first, second)
     assert np.array_equal(first, training.batch_order(7, 0, 1000))
+
+
+def test_curriculum_length_grows_from_the_start_length_to_full():
+    from boinc_app.recipe import Recipe
+
+    recipe = Recipe(curriculum_epochs=4, curriculum_start_length=10)
+    assert [training.curriculum_length(recipe, e, 50) for e in range(6)] == [10, 20, 30, 40, 50, 50]
+    assert training.curriculum_length(Recipe(), 0, 50) == 50
+
+
+def test_a_network_on_a_curriculum_trains_the_same_beside_one_without():
+    """Per-network lengths: masking another network's longer steps changes nothing for it."""
+    spec = make_spec("DS1", "ParityMachine", networks=1, seed=2, max_epochs=1)
+    with_curriculum = dataclasses.replace(spec, recipe=dataclasses.replace(spec.recipe, curriculum_epochs=5))
+    data = task_data(with_curriculum)
+    alone = training.initial_state(with_curriculum).networks
+    training.run_epoch(with_curriculum, data, alone, np.zeros(1, dtype=np.int64))
+    mixed = training.initial_state(with_curriculum).networks + training.initial_state(spec).networks
+    mixed[1].epochs = 5  # past its curriculum: full length
+    training.run_epoch(with_curriculum, data, mixed, np.zeros(2, dtype=np.int64))
+    for key in alone[0].weights:
+        np.testing.assert_allclose(mixed[0].weights[key], alone[0].weights[key], rtol=1e-5, atol=1e-6)
