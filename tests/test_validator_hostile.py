@@ -255,7 +255,7 @@ INVALID_CASES = {
     "unknown_status": (set_attr(NET, "status", "done"), "unknown status 'done'"),
     "missing_status": (lambda f: f[NET].attrs.__delitem__("status"), "unknown status None"),
     "converged_flag_flipped": (set_attr(NET, "converged", True), "converged flag True contradicts status 'capped'"),
-    "marked_converged_below_rule": (marked_converged, "marked converged but re-evaluated accuracy is 0.69"),
+    "marked_converged_below_rule": (marked_converged, "marked converged but re-evaluated accuracy is"),
     "still_training_at_cap": (set_attr(NET, "status", "training"), "still training at the cap of 2 epochs"),
     "capped_before_cap": (one_epoch, "marked capped at 1 epochs, cap is 2"),
     "history_shorter_than_epochs": (set_attr(NET, "epochs", 3), "train_loss has shape (2,), expected (3,)"),
@@ -263,10 +263,10 @@ INVALID_CASES = {
     "never_trained": (never_trained, "was never trained"),
     "starts_after_epoch_0": (set_attr(NET, "start_epoch", 1), "starts at epoch 1, expected 0"),
     # claims that re-evaluation must catch
-    "head_weight_plus_half": (add_to_head_weight, "network net-000000: claims accuracy 0.695799, re-evaluated"),
+    "head_weight_plus_half": (add_to_head_weight, "network net-000000: claims"),
     "weights_scaled_huge_but_finite": (scale_all_weights, "network net-000000: claims accuracy"),
     "weights_swapped_between_networks": (swap_weights, "re-evaluated"),
-    "claimed_accuracy_raised": (set_item(f"{NET}/history/validation_accuracy", -1, 0.7), "claims accuracy 0.700000"),
+    "claimed_accuracy_raised": (set_item(f"{NET}/history/validation_accuracy", -1, 1.0), "claims accuracy 1.000000"),
     "claimed_loss_lowered": (set_item(f"{NET}/history/validation_loss", -1, 0.5), "claims validation loss 0.5,"),
     "claimed_post_trigger_raised": (set_item(f"{NET}/history/post_trigger_accuracy", -1, 0.8), "claims post-trigger accuracy 0.8"),
 }
@@ -497,7 +497,7 @@ def test_cli_valid_exits_0(small_result):
     "mutate, fragment",
     cases(
         ("nan_weight", INVALID_CASES["nan_weight"][0], "invalid: network net-000000: weights head.0.weight holds NaN or Inf"),
-        ("tampered", add_to_head_weight, "invalid: network net-000000: claims accuracy"),
+        ("tampered", add_to_head_weight, "invalid: network net-000000: claims"),
         ("checkpoint", set_attr("/", "complete", False), "invalid: the file is a checkpoint"),
     ),
 )
