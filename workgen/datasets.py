@@ -36,6 +36,13 @@ class DatasetConfig:
             return DEVICE_ARCHITECTURE
         return automaton_architecture(AUTOMATON_SIZES["inputs"], AUTOMATON_SIZES["outputs"])
 
+    def has_task(self, name):
+        try:
+            self.task(name)
+        except (KeyError, ValueError):
+            return False
+        return True
+
     def task(self, name):
         """The spec's ``task`` entry for a machine name or automaton index."""
         if self.kind == "device":

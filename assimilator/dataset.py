@@ -1,0 +1,92 @@
+"""The researcher's loader: a dataset file or release in, weight matrices and metadata out.
+
+    import mlds
+    dataset = mlds.load_dataset("MLDS-DS1-100.tar.gz")     # or a store's DS1.h5
+    parity = dataset["ParityMachine"]
+    parity.weights            # float32 [N, 4364], one row per network
+    parity.metadata["converged"], parity.metadata["epochs"]   # numpy columns, one row per network
+    net = parity.module(0)    # a torch.nn.Module with row 0's weights, ready to run
+
+A release is read straight from its ``.tar.gz`` (the HDF5 member is opened in memory, nothing is
+extracted). Files are opened read-only and checked as the store checks them; unknown format
+versions are refused.
+"""
+
+import io
+import os
+import tarfile
+from dataclasses import dataclass
+
+import numpy as np
+
+from assimilator.store import StoreError, read_store_file, unflatten_weights
+
+
+@dataclass
+class TaskNetworks:
+    """All networks of one machine (or automaton) in a dataset."""
+
+    name: str
+    weights: np.ndarray  # float32 [N, n_params]
+    metadata: dict  # column name -> numpy array [N]
+    layout: list  # [(state_dict key, shape)], the order of a row's parameters
+    architecture: object
+
+    def __len__(self):
+        return self.weights.shape[0]
+
+    def state_dict(self, row):
+        """Row ``row`` as ``{state_dict key: torch tensor}``."""
+        import torch
+
+        return {key: torch.from_numpy(value) for key, value in unflatten_weights(self.weights[row], self.layout).items()}
+
+    def module(self, row):
+        """A ``boinc_app.networks.RecurrentNet`` holding row ``row``'s weights (eval mode)."""
+        from boinc_app.networks import RecurrentNet
+
+        net = RecurrentNet(self.architecture)
+        net.load_state_dict(self.state_dict(row))
+        return net.eval()
+
+
+@dataclass
+class Dataset:
+    name: str
+    spec_version: int
+    tasks: dict  # task name -> TaskNetworks
+
+    def __getitem__(self, task):
+        try:
+            return self.tasks[task]
+        except KeyError:
+            raise KeyError(f"{self.name} has no {task!r}; it has {', '.join(self.tasks)}") from None
+
+    def __iter__(self):
+        return iter(self.tasks)
+
+    def __len__(self):
+        return len(self.tasks)
+
+
+def load_dataset(path):
+    """A ``Dataset`` from a store file (``.h5``) or a release (``.tar.gz``)."""
+    path = os.fspath(path)
+    if tarfile.is_tarfile(path):
+        source = io.BytesIO(_release_member(path))
+    else:
+        source = path
+    header, tables = read_store_file(source)
+    tasks = {
+        task: TaskNetworks(task, table.weights, table.columns, header.layout, header.architecture)
+        for task, table in tables.items()
+    }
+    return Dataset(header.dataset, header.spec_version, tasks)
+
+
+def _release_member(path):
+    with tarfile.open(path, "r:*") as archive:
+        members = [m for m in archive.getmembers() if m.isfile() and m.name.endswith(".h5")]
+        if len(members) != 1:
+            raise StoreError(f"{path}: a release holds exactly one .h5 file, this one has {len(members)}")
+        return archive.extractfile(members[0]).read()

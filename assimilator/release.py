@@ -1,0 +1,133 @@
+"""Dataset releases, as MLC@Home published them: ``MLDS-<dataset>-<N>.tar.gz`` plus ``.md5``.
+
+A milestone N is reached when networks ``0 .. N-1`` of every task of the dataset are stored
+(converged, or stopped at the epoch cap: the metadata says which). The release holds exactly those
+networks, so ``MLDS-DS1-100`` has the same content whichever order results arrived in, and the
+archive is byte-for-byte reproducible (fixed timestamps and owners in the tar and gzip headers, no
+HDF5 object timestamps). Inside: ``MLDS-<dataset>-<N>/MLDS-<dataset>-<N>.h5`` (the store layout,
+see ``assimilator.store``) and a ``README.md``. The ``.md5`` file is in ``md5sum`` format.
+"""
+
+import gzip
+import hashlib
+import io
+import os
+import tarfile
+
+import numpy as np
+
+import mlds
+from assimilator.store import store_file_bytes
+from boinc_app.atomic_file import write_atomically
+
+LICENSE = "CC BY-SA 4.0"
+
+
+def release_name(dataset, count):
+    return f"MLDS-{dataset}-{count}"
+
+
+def reached_milestones(tables, tasks, milestones):
+    """The milestones N for which every task in ``tasks`` has networks ``0 .. N-1`` stored."""
+    reached = []
+    for count in sorted(set(milestones)):
+        needed = set(range(count))
+        if all(task in tables and needed <= set(tables[task].indices.tolist()) for task in tasks):
+            reached.append(count)
+    return reached
+
+
+def build_release(header, tables, tasks, count, directory):
+    """Write the release archive and its ``.md5`` (skipped when both exist); returns the archive path."""
+    name = release_name(header.dataset, count)
+    archive = os.path.join(os.fspath(directory), f"{name}.tar.gz")
+    checksum = f"{archive}.md5"
+    if os.path.exists(archive) and os.path.exists(checksum):
+        return archive
+    os.makedirs(directory, exist_ok=True)
+    subset = {task: tables[task].take(np.flatnonzero(tables[task].indices < count)) for task in tasks}
+    members = {f"{name}/{name}.h5": store_file_bytes(header, subset), f"{name}/README.md": release_readme(header, subset, count).encode()}
+    payload = _reproducible_tar_gz(members)
+    write_atomically(archive, payload)
+    write_atomically(checksum, f"{hashlib.md5(payload).hexdigest()}  {os.path.basename(archive)}\n".encode())
+    return archive
+
+
+def _reproducible_tar_gz(members):
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for member_name in sorted(members):
+            data = members[member_name]
+            info = tarfile.TarInfo(member_name)
+            info.size, info.mtime, info.mode = len(data), 0, 0o644
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            tar.addfile(info, io.BytesIO(data))
+    compressed = io.BytesIO()
+    with gzip.GzipFile(fileobj=compressed, mode="wb", mtime=0, filename="") as gz:
+        gz.write(raw.getvalue())
+    return compressed.getvalue()
+
+
+def release_readme(header, tables, count):
+    """The release's README.md: contents, how to load, spec version, license, citation."""
+    name = release_name(header.dataset, count)
+    rows = []
+    for task, table in sorted(tables.items()):
+        converged = int(table.columns["converged"].sum())
+        epochs = table.columns["epochs"]
+        rows.append(f"| {task} | {len(table)} | {converged} | {len(table) - converged} | {int(np.median(epochs))} |")
+    first = sorted(tables)[0]
+    return "\n".join(
+        [
+            f"# {name}",
+            "",
+            f"{count} trained networks per task of the MLDS dataset {header.dataset} (networks 0 to {count - 1}),",
+            f"built with mlds {mlds.__version__} under SPEC_VERSION {header.spec_version}. Each network was trained",
+            "on its task's shared training set until it met the convergence rule or reached the epoch cap;",
+            "the `converged` column says which. Only converged networks learned their task.",
+            "",
+            "| task | networks | converged | stopped at the cap | median epochs |",
+            "|---|---|---|---|---|",
+            *rows,
+            "",
+            "## Contents",
+            "",
+            f"`{name}.h5` (HDF5): per task a group with `weights`, a float32 matrix [N, {header.n_params}] (one row",
+            "per network: its `state_dict` tensors flattened in the order of the root attribute",
+            "`parameter_layout` and concatenated), and `networks/<column>`, one metadata column per dataset",
+            "(index, seeds, epochs, losses, accuracies, converged, status, workunit, provenance).",
+            f"Network architecture (root attribute `architecture`): {header.architecture.to_dict()}.",
+            "",
+            "## Loading",
+            "",
+            "```python",
+            "import mlds  # pip install mlds",
+            f'dataset = mlds.load_dataset("{name}.tar.gz")  # reads the archive directly',
+            f'table = dataset["{first}"]',
+            "table.weights               # numpy [N, n_params]",
+            'table.metadata["converged"]  # numpy [N]',
+            "net = table.module(0)       # torch.nn.Module with network 0's weights",
+            "```",
+            "",
+            "Without mlds: `h5py.File(...)[task]['weights'][()]` gives the same matrix.",
+            "",
+            "## Specification",
+            "",
+            f"The machines, training data, networks, training recipe and convergence rule are those of",
+            f"SPEC_VERSION {header.spec_version} in mlds's `docs/spec.md`; every training sequence can be",
+            "regenerated from it bit for bit.",
+            "",
+            "## License",
+            "",
+            f"{LICENSE} (https://creativecommons.org/licenses/by-sa/4.0/).",
+            "",
+            "## How to cite",
+            "",
+            f"MLC@Home Machine Learning Dataset Generator, dataset {name} (mlds {mlds.__version__},",
+            f"SPEC_VERSION {header.spec_version}). When using these datasets please cite: J. Clemens, \"MLDS: A",
+            'Dataset for Weight-Space Analysis of Neural Networks\". The DS1/DS2 machines come from "Learning Device',
+            'Models with Recurrent Neural Networks" (arXiv:1805.07869).',
+            "",
+        ]
+    )

@@ -1,0 +1,352 @@
+"""The dataset store: every finished network of a dataset, as one weight matrix per machine.
+
+Layout of a store file (``format_version`` 1; releases use the same layout)::
+
+    /                         attrs: format, format_version, dataset, spec_version,
+                                     architecture (JSON), parameter_layout (JSON [[key, shape], ...])
+    /<task>/weights           float32 [N, n_params]: row i is network i's state_dict tensors,
+                              flattened in ``parameter_layout`` order and concatenated
+    /<task>/networks/<column> [N] one dataset per metadata column (``COLUMNS``), rows sorted by index
+
+``<task>`` is the machine name (DS1/DS2) or ``automaton-NNN`` (DS3).
+
+Why a journal: HDF5 files are not safe to modify in place when a process can be killed at any
+moment, and rewriting a whole dataset for every result would cost O(N) per result. So ingesting a
+result writes one small store file, ``<dataset>.journal/<workunit>.h5``, atomically; consolidation
+merges the journal into ``<dataset>.h5`` by writing a new file and renaming it over the old one, and
+only then deletes the merged journal files. Networks are identified by ``(task, index)`` and a
+network is stored once: a key already present is skipped, so ingesting a result twice, or a crash
+between the rename and the deletions, never duplicates anything. A network's stored row never
+changes (a finished network is not trained again), so which copy wins does not matter.
+"""
+
+import io
+import json
+import os
+from dataclasses import dataclass
+
+import h5py
+import numpy as np
+
+from boinc_app.atomic_file import replace_atomically
+from boinc_app.networks import Architecture, expected_shapes
+from boinc_app.training import CONVERGED, TRAINING
+
+STORE_FORMAT = "mlds-dataset-store"
+STORE_FORMAT_VERSION = 1
+
+# metadata column -> numpy dtype ("str" columns are variable-length UTF-8 strings in the file)
+COLUMNS = {
+    "index": np.int64,
+    "key": str,
+    "init_seed": np.int64,
+    "order_seed": np.int64,
+    "converged": np.bool_,
+    "status": str,
+    "epochs": np.int64,
+    "train_loss": np.float64,
+    "validation_loss": np.float64,
+    "validation_accuracy": np.float64,
+    "best_validation_accuracy": np.float64,
+    "post_trigger_accuracy": np.float64,
+    "cpu_seconds": np.float64,
+    "workunit": str,
+    "spec_sha256": str,
+    "app_version": str,
+    "torch_version": str,
+    "platform": str,
+    "device": str,
+}
+
+
+class StoreError(ValueError):
+    """A store file or an ingest that cannot be used; the message says why."""
+
+
+@dataclass(frozen=True)
+class StoreHeader:
+    dataset: str
+    spec_version: int
+    architecture: Architecture
+
+    @property
+    def layout(self):
+        return [(key, tuple(shape)) for key, shape in expected_shapes(self.architecture).items()]
+
+    @property
+    def n_params(self):
+        return sum(int(np.prod(shape)) for _, shape in self.layout)
+
+
+@dataclass
+class TaskTable:
+    """One task's networks: ``weights [N, n_params]`` and ``columns {name: array [N]}``."""
+
+    weights: np.ndarray
+    columns: dict
+
+    def __len__(self):
+        return self.weights.shape[0]
+
+    @property
+    def indices(self):
+        return self.columns["index"]
+
+    def take(self, rows):
+        return TaskTable(self.weights[rows], {name: values[rows] for name, values in self.columns.items()})
+
+
+def flatten_weights(weights, layout):
+    """One network's state dict -> float32 row in ``layout`` order."""
+    return np.concatenate([np.asarray(weights[key], dtype=np.float32).reshape(-1) for key, _ in layout])
+
+
+def unflatten_weights(row, layout):
+    """A row of the weight matrix -> ``{state_dict key: float32 array}``."""
+    weights, offset = {}, 0
+    for key, shape in layout:
+        size = int(np.prod(shape))
+        weights[key] = np.asarray(row[offset : offset + size], dtype=np.float32).reshape(shape)
+        offset += size
+    return weights
+
+
+def network_index(key):
+    """``net-000123`` -> 123 (the work generator's network keys)."""
+    prefix, _, number = key.partition("-")
+    if prefix != "net" or not number.isdigit():
+        raise StoreError(f"network key {key!r} is not of the form net-NNNNNN")
+    return int(number)
+
+
+def finished_rows(spec, state, attrs, header):
+    """``(task, TaskTable)`` of the networks in a result that are finished (converged or capped)."""
+    from boinc_app.workunit_spec import task_label
+
+    done = [n for n in state.networks if n.status != TRAINING]
+    rows = [_row(n, spec, attrs) for n in done]
+    weights = np.stack([flatten_weights(n.weights, header.layout) for n in done]) if done else None
+    return task_label(spec.task), _table(rows, weights, header)
+
+
+def _row(network, spec, attrs):
+    history = network.history
+    return {
+        "index": network_index(network.key),
+        "key": network.key,
+        "init_seed": network.init_seed,
+        "order_seed": network.order_seed,
+        "converged": network.status == CONVERGED,
+        "status": network.status,
+        "epochs": network.epochs,
+        "train_loss": history["train_loss"][-1],
+        "validation_loss": history["validation_loss"][-1],
+        "validation_accuracy": history["validation_accuracy"][-1],
+        "best_validation_accuracy": max(history["validation_accuracy"]),
+        "post_trigger_accuracy": history["post_trigger_accuracy"][-1],
+        "cpu_seconds": network.cpu_seconds,
+        "workunit": spec.name,
+        "spec_sha256": str(attrs["spec_sha256"]),
+        "app_version": str(attrs["app_version"]),
+        "torch_version": str(attrs["torch_version"]),
+        "platform": str(attrs["platform"]),
+        "device": str(attrs["device"]),
+    }
+
+
+def _table(rows, weights, header):
+    if not rows:
+        return empty_table(header)
+    columns = {name: np.array([row[name] for row in rows], dtype=_numpy_dtype(kind)) for name, kind in COLUMNS.items()}
+    return TaskTable(np.asarray(weights, dtype=np.float32), columns)
+
+
+def empty_table(header):
+    columns = {name: np.zeros(0, dtype=_numpy_dtype(kind)) for name, kind in COLUMNS.items()}
+    return TaskTable(np.zeros((0, header.n_params), dtype=np.float32), columns)
+
+
+def _numpy_dtype(kind):
+    return object if kind is str else kind
+
+
+def merge_tables(tables, header):
+    """One table from several, each ``(task, index)`` once (the first wins), sorted by index."""
+    parts = [t for t in tables if len(t)]
+    if not parts:
+        return empty_table(header)
+    merged = TaskTable(
+        np.concatenate([t.weights for t in parts]),
+        {name: np.concatenate([t.columns[name] for t in parts]) for name in COLUMNS},
+    )
+    _, first = np.unique(merged.indices, return_index=True)  # sorted unique indices, first occurrence
+    return merged.take(first)
+
+
+def write_store_file(path, header, tables):
+    """Write ``{task: TaskTable}`` as a store file, atomically."""
+    with replace_atomically(path) as temporary:
+        _write_store(temporary, header, tables)
+
+
+def store_file_bytes(header, tables):
+    """The bytes of a store file (releases put them in an archive)."""
+    buffer = io.BytesIO()
+    _write_store(buffer, header, tables)
+    return buffer.getvalue()
+
+
+def _write_store(target, header, tables):
+    with h5py.File(target, "w") as f:
+        f.attrs["format"] = STORE_FORMAT
+        f.attrs["format_version"] = STORE_FORMAT_VERSION
+        f.attrs["dataset"] = header.dataset
+        f.attrs["spec_version"] = header.spec_version
+        f.attrs["architecture"] = json.dumps(header.architecture.to_dict())
+        f.attrs["parameter_layout"] = json.dumps([[key, list(shape)] for key, shape in header.layout])
+        for task in sorted(tables):
+            _write_task(f.create_group(task, track_order=False), tables[task])
+
+
+def _write_task(group, table):
+    group.create_dataset("weights", data=table.weights, dtype=np.float32, track_times=False)
+    columns = group.create_group("networks")
+    for name, kind in COLUMNS.items():
+        values = table.columns[name]
+        if kind is str:
+            data, dtype = [str(v) for v in values], h5py.string_dtype()
+        else:
+            data, dtype = np.asarray(values, dtype=kind), None
+        columns.create_dataset(name, data=data, dtype=dtype, track_times=False)
+
+
+def read_store_file(source):
+    """``(StoreHeader, {task: TaskTable})`` from a path or binary file object; refuses unknown formats."""
+    try:
+        with h5py.File(source, "r", locking=False) as f:
+            header = _read_header(f.attrs)
+            return header, {task: _read_task(f, task, header) for task in f.keys()}
+    except StoreError:
+        raise
+    except (OSError, KeyError, TypeError, ValueError) as exc:
+        raise StoreError(f"unreadable dataset file: {type(exc).__name__}: {exc}") from None
+
+
+def _read_header(attrs):
+    if attrs.get("format") != STORE_FORMAT:
+        raise StoreError(f"not an mlds dataset file (format {attrs.get('format')!r})")
+    version = int(attrs.get("format_version", -1))
+    if version != STORE_FORMAT_VERSION:
+        raise StoreError(
+            f"dataset format_version {version} is not known to this mlds (it reads {STORE_FORMAT_VERSION}); upgrade mlds"
+        )
+    architecture = Architecture.from_dict(json.loads(attrs["architecture"]))
+    header = StoreHeader(str(attrs["dataset"]), int(attrs["spec_version"]), architecture)
+    stored_layout = [(key, tuple(shape)) for key, shape in json.loads(attrs["parameter_layout"])]
+    if stored_layout != header.layout:
+        raise StoreError("the file's parameter layout does not match its architecture")
+    return header
+
+
+def _read_task(f, task, header):
+    group = f[task]
+    weights = np.asarray(group["weights"][()], dtype=np.float32)
+    if weights.ndim != 2 or weights.shape[1] != header.n_params:
+        raise StoreError(f"{task}/weights has shape {weights.shape}, expected (N, {header.n_params})")
+    columns = {}
+    for name, kind in COLUMNS.items():
+        values = group["networks"][name]
+        data = values.asstr()[()] if kind is str else values[()]
+        columns[name] = np.asarray(data, dtype=_numpy_dtype(kind))
+        if columns[name].shape != (weights.shape[0],):
+            raise StoreError(f"{task}/networks/{name} has {columns[name].shape[0]} rows, weights have {weights.shape[0]}")
+    return TaskTable(weights, columns)
+
+
+def header_of(spec):
+    return StoreHeader(spec.dataset, int(spec.spec_version), spec.architecture)
+
+
+class DatasetStore:
+    """One dataset's store under ``root``: ``<dataset>.h5`` plus its journal directory."""
+
+    def __init__(self, root, dataset):
+        self.root = os.fspath(root)
+        self.dataset = dataset
+        self.path = os.path.join(self.root, f"{dataset}.h5")
+        self.journal = os.path.join(self.root, f"{dataset}.journal")
+
+    def journal_files(self):
+        if not os.path.isdir(self.journal):
+            return []
+        names = sorted(n for n in os.listdir(self.journal) if n.endswith(".h5") and not n.startswith("."))
+        return [os.path.join(self.journal, n) for n in names]
+
+    def read(self):
+        """``(header or None, {task: TaskTable})``: the consolidated file merged with the journal."""
+        sources = ([self.path] if os.path.exists(self.path) else []) + self.journal_files()
+        header, parts = None, {}
+        for source in sources:
+            file_header, tables = read_store_file(source)
+            header = _same_header(header, file_header, source)
+            for task, table in tables.items():
+                parts.setdefault(task, []).append(table)
+        return header, {task: merge_tables(tables, header) for task, tables in parts.items()}
+
+    def stored_indices(self, task, header=None, where="ingest"):
+        """The network indices of ``task`` already stored (reads only headers and index columns)."""
+        known = set()
+        for source in ([self.path] if os.path.exists(self.path) else []) + self.journal_files():
+            try:
+                with h5py.File(source, "r", locking=False) as f:
+                    file_header = _read_header(f.attrs)
+                    if header is not None:
+                        _same_header(file_header, header, where)
+                    if task in f:
+                        known.update(int(i) for i in f[task]["networks"]["index"][()])
+            except (OSError, KeyError, TypeError, ValueError) as exc:
+                if isinstance(exc, StoreError):
+                    raise
+                raise StoreError(f"unreadable dataset file {source}: {exc}") from None
+        return known
+
+    def ingest(self, spec, state, attrs):
+        """Journal the finished networks of one valid result; returns how many were new.
+
+        Idempotent: networks already stored are skipped, and a workunit's journal file is written
+        once, atomically.
+        """
+        header = header_of(spec)
+        task, table = finished_rows(spec, state, attrs, header)
+        known = self.stored_indices(task, header, where=f"workunit {spec.name}")
+        fresh = [i for i, index in enumerate(table.indices.tolist()) if index not in known]
+        if not fresh:
+            return 0
+        os.makedirs(self.journal, exist_ok=True)
+        write_store_file(os.path.join(self.journal, f"{spec.name}.h5"), header, {task: table.take(np.array(fresh))})
+        return len(fresh)
+
+    def consolidate(self):
+        """Merge the journal into ``<dataset>.h5`` (atomic rename), then delete the merged journal files."""
+        merged_files = self.journal_files()
+        if not merged_files:
+            return
+        header, tables = self.read()
+        write_store_file(self.path, header, tables)
+        for path in merged_files:
+            os.unlink(path)
+
+
+def _same_header(known, new, where):
+    if known is None:
+        return new
+    if new.spec_version != known.spec_version:
+        raise StoreError(
+            f"{where}: SPEC_VERSION {new.spec_version} does not match the store's SPEC_VERSION "
+            f"{known.spec_version}; one store holds one spec version"
+        )
+    if new.architecture != known.architecture:
+        raise StoreError(f"{where}: network {new.architecture} differs from the store's {known.architecture}")
+    if new.dataset != known.dataset:
+        raise StoreError(f"{where}: dataset {new.dataset} does not belong in the {known.dataset} store")
+    return known
