@@ -28,7 +28,7 @@ from boinc_app import training  # noqa: E402
 from boinc_app.task_data import stack_tasks  # noqa: E402
 from workgen.specs import make_spec, with_data, with_recipe  # noqa: E402
 
-RECIPE_OPTIONS = ("learning_rate", "post_trigger_weight", "anneal_factor", "anneal_accuracy", "gate_bias", "curriculum_epochs")
+RECIPE_OPTIONS = ("learning_rate", "post_trigger_weight", "anneal_factor", "anneal_accuracy", "gate_bias", "curriculum_epochs", "recurrent_orthogonal_gain")
 DATA_OPTIONS = {"train_size": int, "near_miss_probability": float}
 
 

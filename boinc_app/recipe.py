@@ -25,6 +25,9 @@ class Recipe:
     anneal_accuracy: float = 1.0
     # added to the GRU update-gate (LSTM forget-gate) biases at initialisation; 0 = PyTorch default
     gate_bias: float = 0.0
+    # > 0: each recurrent gate block (GRU r, z, n; LSTM i, f, g, o) of weight_hh starts as a random
+    # orthogonal matrix times this gain, drawn from the network's init seed; 0 = PyTorch default
+    recurrent_orthogonal_gain: float = 0.0
     # train on sequence prefixes growing from ``curriculum_start_length`` to full length over the
     # first ``curriculum_epochs`` epochs (0 = off); validation always uses full sequences
     curriculum_epochs: int = 0

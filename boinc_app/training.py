@@ -73,6 +73,7 @@ def initial_state(spec):
         module = build_network(spec.architecture, seeds.init_seed)
         weights = {k: v.detach().numpy().copy() for k, v in module.state_dict().items()}
         _add_gate_bias(spec.architecture, weights, spec.recipe.gate_bias)
+        _orthogonal_recurrent(spec.architecture, weights, spec.recipe.recurrent_orthogonal_gain, seeds.init_seed)
         zeros = {k: np.zeros_like(v) for k, v in weights.items()}
         networks.append(
             NetworkState(seeds.key, seeds.init_seed, seeds.order_seed, weights, zeros, {k: v.copy() for k, v in zeros.items()})
@@ -86,6 +87,20 @@ def _add_gate_bias(arch, weights, amount):
         H = arch.hidden_size
         for layer in range(arch.num_layers):
             weights[f"rnn.bias_hh_l{layer}"][H : 2 * H] += amount
+
+
+def _orthogonal_recurrent(arch, weights, gain, init_seed):
+    """Replace each ``[H, H]`` gate block of ``weight_hh`` by ``gain`` x a random orthogonal matrix."""
+    if not gain:
+        return
+    generator = torch.Generator().manual_seed(int(init_seed) + 0x5EED)
+    H = arch.hidden_size
+    for layer in range(arch.num_layers):
+        block_rows = weights[f"rnn.weight_hh_l{layer}"]
+        for start in range(0, block_rows.shape[0], H):
+            block = torch.empty(H, H)
+            torch.nn.init.orthogonal_(block, gain=gain, generator=generator)
+            block_rows[start : start + H] = block.numpy()
 
 
 def continue_state(spec, previous):

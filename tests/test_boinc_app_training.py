@@ -131,3 +131,21 @@ def test_a_network_on_a_curriculum_trains_the_same_beside_one_without():
     training.run_epoch(with_curriculum, data, mixed, np.zeros(2, dtype=np.int64))
     for key in alone[0].weights:
         np.testing.assert_allclose(mixed[0].weights[key], alone[0].weights[key], rtol=1e-5, atol=1e-6)
+
+
+def test_initialisation_options_shift_gate_biases_and_make_recurrent_blocks_orthogonal():
+    from workgen.specs import with_recipe
+
+    plain_spec = make_spec("DS1", "ParityMachine", networks=1, seed=4)
+    plain = training.initial_state(plain_spec).networks[0].weights
+    changed = training.initial_state(with_recipe(plain_spec, gate_bias=1.0, recurrent_orthogonal_gain=0.9)).networks[0].weights
+    for layer in range(4):
+        bias = f"rnn.bias_hh_l{layer}"
+        np.testing.assert_allclose(changed[bias][12:24], plain[bias][12:24] + 1.0, rtol=0, atol=1e-6)
+        np.testing.assert_array_equal(changed[bias][:12], plain[bias][:12])
+        for start in (0, 12, 24):
+            block = changed[f"rnn.weight_hh_l{layer}"][start : start + 12]
+            np.testing.assert_allclose(block @ block.T, 0.81 * np.eye(12), atol=1e-5)
+    np.testing.assert_array_equal(changed["rnn.weight_ih_l0"], plain["rnn.weight_ih_l0"])
+    again = training.initial_state(with_recipe(plain_spec, recurrent_orthogonal_gain=0.9)).networks[0].weights
+    np.testing.assert_array_equal(again["rnn.weight_hh_l3"], changed["rnn.weight_hh_l3"])
