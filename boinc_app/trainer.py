@@ -27,6 +27,9 @@ class TrainerConfig:
     checkpoint_period: float = 60.0
     threads: int = 1
     device: str = "cpu"
+    # logical input name (the spec's ``resume_from``) -> path; default: beside the spec file.
+    # In a BOINC slot: ``boinc_app.filenames.resolve``.
+    resolve_input: object = None
 
     @property
     def checkpoint(self):
@@ -48,7 +51,10 @@ def load_start_state(spec, config):
         _, state, _ = read_result(config.checkpoint, spec=spec)
         return state
     if spec.resume_from:
-        path = os.path.join(os.path.dirname(os.path.abspath(config.spec_path)), spec.resume_from)
+        if config.resolve_input is not None:
+            path = config.resolve_input(spec.resume_from)
+        else:
+            path = os.path.join(os.path.dirname(os.path.abspath(config.spec_path)), spec.resume_from)
         _, previous, _ = read_result(path)
         if [n.key for n in previous.networks] != [n.key for n in spec.networks]:
             raise SpecError(f"checkpoint {spec.resume_from} holds other networks than the spec lists")

@@ -138,14 +138,24 @@ def train(spec, data, state, control, device="cpu"):
 
     ``control`` decides about checkpoints, quitting and suspension (standalone or BOINC).
     Raises ``QuitRequested`` after checkpointing when asked to quit.
+
+    ``control.wait_while_suspended`` also runs between optimizer steps, so a suspended run stops
+    within one batch. It may raise ``QuitRequested`` there to abandon the epoch in progress: the
+    networks' states are written back only when an epoch completes, so ``state`` still holds the
+    last completed epoch, which is what gets checkpointed (resume stays exact).
     """
     started = time.monotonic()
     while True:
         active = [n for n in state.networks if n.status == TRAINING and n.epochs - n.start_epoch < spec.epoch_budget]
         if not active:
             break
-        control.wait_while_suspended()
-        run_epoch(spec, data, active, np.zeros(len(active), dtype=np.int64), device)
+        try:
+            control.wait_while_suspended()
+            index = np.zeros(len(active), dtype=np.int64)
+            run_epoch(spec, data, active, index, device, between_steps=control.wait_while_suspended)
+        except QuitRequested:
+            control.checkpoint(state)
+            raise
         state.wall_seconds += time.monotonic() - started
         started = time.monotonic()
         control.report_progress(state, state.fraction_done(spec.epoch_budget))
@@ -157,11 +167,12 @@ def train(spec, data, state, control, device="cpu"):
     return state
 
 
-def run_epoch(spec, data, networks, data_index, device="cpu", rules=None):
+def run_epoch(spec, data, networks, data_index, device="cpu", rules=None, between_steps=None):
     """One epoch for ``networks`` (training then scoring); updates their states in place.
 
     ``data_index[k]`` is the stacked task network k learns; ``rules[k]`` its convergence rule
-    (default: the spec's rule for all).
+    (default: the spec's rule for all). ``between_steps()``, if given, runs before each batch
+    (it may block, or raise to abandon the epoch: the states are then left as they were).
     """
     rules = rules or [spec.convergence] * len(networks)
     cpu_started = time.process_time()
@@ -176,7 +187,7 @@ def run_epoch(spec, data, networks, data_index, device="cpu", rules=None):
         step=torch.tensor([n.adam_step for n in networks]),
     )
     index = torch.as_tensor(data_index, device=device)
-    train_loss = _train_one_epoch(spec, data, networks, params, optimizer, index, device)
+    train_loss = _train_one_epoch(spec, data, networks, params, optimizer, index, device, between_steps)
     scores = evaluate(spec.architecture, data, params, index, device)
     cpu_each = (time.process_time() - cpu_started) / len(networks)
     for k, network in enumerate(networks):
@@ -203,7 +214,7 @@ def _store(network, params, optimizer, k):
     network.adam_step = int(optimizer.step_count[k])
 
 
-def _train_one_epoch(spec, data, networks, params, optimizer, index, device):
+def _train_one_epoch(spec, data, networks, params, optimizer, index, device, between_steps=None):
     size = data.train.inputs.shape[1]
     batch = spec.recipe.batch_size
     orders = torch.from_numpy(np.stack([batch_order(n.order_seed, n.epochs, size) for n in networks])).to(device)
@@ -214,6 +225,8 @@ def _train_one_epoch(spec, data, networks, params, optimizer, index, device):
     losses = torch.zeros(len(networks), dtype=torch.float64, device=device)
     batches = 0
     for start in range(0, size, batch):
+        if between_steps is not None:
+            between_steps()
         rows = orders[:, start : start + batch]
         which = (index[:, None], rows)
         logits = ensemble.forward(spec.architecture, params, inputs[which])

@@ -122,5 +122,179 @@ def status(root, html):
     click.echo(f"status page: {page}")
 
 
+@main.command()
+@click.option("--store", required=True, type=click.Path(file_okay=False), help="the dataset store directory")
+@click.option("--spec", "spec_path", type=click.Path(dir_okay=False), help="also check each result against this spec")
+@click.option("--error", "error_mask", type=int, help="script_assimilator's failed-workunit form: --error MASK WU_NAME WU_ID BATCH_ID")
+@click.argument("arguments", nargs=-1)
+def assimilate(store, spec_path, error_mask, arguments):
+    """Store the finished networks of valid results: ARGUMENTS are script_assimilator's ``wu_id files``
+    tokens (WU_ID RESULT...) or result paths. Exit 0: stored, already stored or a failed workunit
+    logged; 1: not stored (reason on stderr; script_assimilator then stops)."""
+    from assimilator.script import EXIT_NOT_STORED, AssimilateError, failed_workunit_message, ingest_file, split_arguments
+
+    if error_mask is not None:
+        click.echo(failed_workunit_message(error_mask, *(list(arguments) + ["?"] * 3)[:3]), err=True)
+        sys.exit(0)
+    _, paths = split_arguments(arguments)
+    if not paths:
+        click.echo("error: no result files given", err=True)
+        sys.exit(EXIT_NOT_STORED)
+    for path in paths:
+        try:
+            click.echo(ingest_file(store, path, spec_path).describe(), err=True)
+        except AssimilateError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(EXIT_NOT_STORED)
+
+
+def _test_server_call(function, *args, **kwargs):
+    """Run a test-server function; its errors (and a busy port) become ``error: ...`` and exit 1."""
+    from mlds.test_server.errors import ServerError
+
+    try:
+        return function(*args, **kwargs)
+    except (ServerError, OSError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+
+
+_project_option = click.option("--project", required=True, type=click.Path(file_okay=False), help="the test project directory")
+
+
+@main.group("test-server")
+def test_server():
+    """A BOINC test project server on 127.0.0.1, enough for a real 7.20 client (README: Test project server)."""
+
+
+@test_server.command("init")
+@_project_option
+@click.option("--app", default="mlds_trainer", show_default=True, help="app the validator and assimilator daemons serve")
+@click.option("--store", type=click.Path(file_okay=False), help="dataset store the assimilator writes [default: PROJECT/store]")
+def test_server_init(project, app, store):
+    """Create a project: code-signing keys, download/upload hierarchy, templates, daemon scripts, database."""
+    from mlds.test_server.project import init_project
+
+    config = _test_server_call(init_project, project, app=app, store=store)
+    click.echo(f"{config.root}: test project created; account key {config.authenticator}")
+
+
+@test_server.command("launcher")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="where to write the script")
+def test_server_launcher(output):
+    """Write a main program that runs this environment's trainer (``python -m boinc_app.main spec.json -o result.h5``)."""
+    from mlds.test_server.project import write_launcher
+
+    click.echo(_test_server_call(write_launcher, output))
+
+
+@test_server.command("sign")
+@click.option("--key", "private_key", required=True, type=click.Path(dir_okay=False), help="code_sign_private (BOINC format)")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+def test_server_sign(private_key, files):
+    """Sign FILES offline (BOINC's sign_executable): write FILE.sig next to each."""
+    from mlds.test_server.apps import sign_files
+
+    for path in _test_server_call(sign_files, private_key, files):
+        click.echo(path)
+
+
+@test_server.command("add-app")
+@_project_option
+@click.option("--app", required=True, help="app name, e.g. mlds_trainer")
+@click.option("--version", "version_num", required=True, type=int, help="version number, e.g. 100 for 1.00")
+@click.option("--platform", required=True, help="BOINC platform, e.g. x86_64-pc-linux-gnu")
+@click.option("--plan-class", default="", help="plan class (the test scheduler sends only versions without one)")
+@click.option("--api-version", default="7.20.0", show_default=True)
+@click.option("--avg-ncpus", default=1.0, show_default=True)
+@click.option("--cmdline", default="", help="arguments appended to the main program's command line")
+@click.option("--main", "main_name", help="file name of the main program [default: the first file]")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, exists=True))
+def test_server_add_app(project, app, version_num, platform, plan_class, api_version, avg_ncpus, cmdline, main_name, files):
+    """Add an app version: sign FILES (or use FILE.sig) and put them in the download hierarchy."""
+    import os
+
+    from mlds.test_server.apps import AppVersionSpec, add_app_version
+    from mlds.test_server.project import load_project
+
+    names = [os.path.basename(f) for f in files]
+    if main_name is not None and main_name not in names:
+        raise click.BadParameter(f"{main_name} is not one of the files", param_hint="--main")
+    main_index = names.index(main_name) if main_name else 0
+    spec = AppVersionSpec(app, version_num, platform, tuple(files), main_index, plan_class, api_version, avg_ncpus, cmdline)
+    _test_server_call(lambda: add_app_version(load_project(project), spec))
+    click.echo(f"{app} {version_num} {platform}{'__' + plan_class if plan_class else ''}: {len(files)} file(s) signed and placed")
+
+
+@test_server.command("stage-file")
+@_project_option
+@click.option("--copy", is_flag=True, help="copy instead of moving (as bin/stage_file --copy)")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, exists=True))
+def test_server_stage_file(project, copy, files):
+    """Put input FILES into the download hierarchy (bin/stage_file); prints their physical names."""
+    from mlds.test_server.project import load_project, stage_file
+
+    config = _test_server_call(load_project, project)
+    for path in files:
+        click.echo(_test_server_call(stage_file, config, path, copy=copy))
+
+
+@test_server.command("create-work", context_settings={"ignore_unknown_options": True})
+@_project_option
+@click.argument("arguments", nargs=-1, type=click.UNPROCESSED)
+def test_server_create_work(project, arguments):
+    """Create workunits with BOINC create_work's ARGUMENTS (--appname, --wu_name, --wu_template,
+    --result_template, ..., input files) and its --stdin format (one job per line)."""
+    from mlds.test_server.create_work import create_jobs, jobs_from
+    from mlds.test_server.project import load_project
+
+    config = _test_server_call(load_project, project)
+    jobs = _test_server_call(jobs_from, arguments, sys.stdin)
+    for name in _test_server_call(create_jobs, config, jobs):
+        click.echo(f"created workunit {name}")
+
+
+@test_server.command("serve")
+@_project_option
+@click.option("--port", default=31480, show_default=True, help="port on 127.0.0.1")
+@click.option("--max-jobs", default=4, show_default=True, help="results per scheduler reply at most")
+def test_server_serve(project, port, max_jobs):
+    """Serve the project on http://127.0.0.1:PORT/ (master page, scheduler, downloads, uploads) and run
+    its validator and assimilator until Ctrl-C."""
+    from mlds.test_server.server import ServeConfig, configure_logging, serve
+
+    def ready(server):
+        click.echo(f"serving {server.project.root} at {server.urls.master}")
+        click.echo(f"attach a client: boinccmd --project_attach {server.urls.master} {server.project.authenticator}")
+
+    configure_logging()
+    _test_server_call(serve, ServeConfig(project, port, max_jobs=max_jobs), ready=ready)
+
+
+@test_server.command("status")
+@_project_option
+@click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
+def test_server_status(project, as_json):
+    """Workunits and their results: sent, reported, validated, assimilated."""
+    import json
+
+    from mlds.test_server.project import load_project
+    from mlds.test_server.queries import format_summaries, workunit_summaries
+
+    summaries = _test_server_call(lambda: workunit_summaries(load_project(project)))
+    click.echo(json.dumps(summaries, indent=1) if as_json else format_summaries(summaries))
+
+
+@test_server.command("input-path")
+@_project_option
+@click.option("--result-id", required=True, type=int)
+@click.option("--position", default=0, show_default=True, help="which input file of the workunit")
+def test_server_input_path(project, result_id, position):
+    """Print the path of an input file of a result's workunit (the validator script's spec lookup)."""
+    from mlds.test_server.project import load_project
+    from mlds.test_server.queries import input_path
+
+    click.echo(_test_server_call(lambda: input_path(load_project(project), result_id, position)))
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,63 @@
+"""Wrapper mode: the trainer as a task of BOINC's ``wrapper`` (``samples/wrapper/wrapper.cpp``).
+
+Under the wrapper, the wrapper is the BOINC app: it owns init_data.xml, the shared memory and the
+slot lock, and runs the trainer as a plain child process (suspending it with SIGTSTP/SIGCONT and
+killing it on quit or abort). The trainer must then *not* speak the app protocol itself, and
+tells the wrapper about progress through two files named in the wrapper's ``job.xml`` task
+(``shared/reference/boinc-protocol.md`` §2):
+
+``<fraction_done_filename>``
+    The wrapper reads the last number in the file's last ~32 bytes (0..1) about once a second and
+    deletes the file when the task starts. The trainer rewrites it atomically after each epoch
+    with one line such as ``0.333333``.
+``<checkpoint_filename>``
+    The wrapper watches the file's *modification time* (whole seconds): each change counts as a
+    checkpoint and the wrapper reports checkpoint CPU time to the client. The first time the
+    wrapper sees the file only sets its baseline, so the trainer creates the file at start (when
+    missing) and replaces it after each real checkpoint.
+
+Wrapper mode is selected by ``--wrapper-fraction-file NAME`` and/or
+``--wrapper-checkpoint-file NAME`` on the trainer's command line (give the same names as in
+job.xml). It is standalone mode otherwise (``boinc_app.standalone``), with logical file names
+resolved in the slot and the trainer's own checkpoint kept in the slot, as in BOINC mode.
+"""
+
+import time
+
+from boinc_app.atomic_file import write_atomically
+from boinc_app.standalone import StandaloneControl
+
+
+def write_fraction_done(path, fraction):
+    """Replace ``path`` with one line holding ``fraction`` clamped to [0, 1]."""
+    write_atomically(path, f"{min(max(float(fraction), 0.0), 1.0):.6f}\n".encode("ascii"))
+
+
+def mark_checkpoint(path, epochs):
+    """Replace the checkpoint file: a new modification time tells the wrapper we checkpointed."""
+    write_atomically(path, f"mlds checkpoint: epoch {epochs} at {time.time():.3f}\n".encode("ascii"))
+
+
+class WrapperControl(StandaloneControl):
+    """Standalone control that also writes the wrapper's fraction-done and checkpoint files."""
+
+    def __init__(self, write_checkpoint, checkpoint_period=60.0, fraction_file=None, checkpoint_file=None, **kwargs):
+        super().__init__(write_checkpoint, checkpoint_period=checkpoint_period, **kwargs)
+        self._fraction_file = fraction_file
+        self._checkpoint_file = checkpoint_file
+        if checkpoint_file:
+            try:
+                with open(checkpoint_file, "x", encoding="ascii") as handle:
+                    handle.write("mlds checkpoint: none yet\n")
+            except FileExistsError:
+                pass
+
+    def report_progress(self, state, fraction):
+        super().report_progress(state, fraction)
+        if self._fraction_file:
+            write_fraction_done(self._fraction_file, fraction)
+
+    def checkpoint(self, state):
+        super().checkpoint(state)
+        if self._checkpoint_file:
+            mark_checkpoint(self._checkpoint_file, max(n.epochs for n in state.networks))

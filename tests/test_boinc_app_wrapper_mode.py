@@ -1,0 +1,71 @@
+"""Wrapper mode: the fraction-done and checkpoint files BOINC's wrapper reads, and mode selection."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from boinc_app import training
+from boinc_app.result_file import read_result
+from boinc_app.workunit_spec import write_spec
+from boinc_app.wrapper_files import WrapperControl, write_fraction_done
+from tests.test_boinc_app_init_data import client_init_data_xml
+from workgen.specs import make_spec, with_data
+
+REPO = Path(__file__).resolve().parents[1]
+SPEC = with_data(make_spec("DS1", "SingleDirectMachine", networks=1, max_epochs=1), train_size=64, validation_size=32)
+
+
+def last_number(path):
+    """What the wrapper reads: the last number in the file's last 32 bytes."""
+    numbers = [float(token) for token in Path(path).read_bytes()[-32:].split() if token.replace(b".", b"").isdigit()]
+    return numbers[-1]
+
+
+def test_fraction_file_holds_one_clamped_number(tmp_path):
+    path = tmp_path / "fraction_done"
+    write_fraction_done(path, 1 / 3)
+    assert path.read_text() == "0.333333\n" and last_number(path) == pytest.approx(0.333333)
+    write_fraction_done(path, 1.5)
+    assert last_number(path) == 1.0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fraction_done"]  # no temporaries left
+
+
+def test_checkpoint_file_exists_from_the_start_and_changes_mtime_at_each_checkpoint(tmp_path):
+    marker, fraction = tmp_path / "ckpt", tmp_path / "fraction"
+    written = []
+    control = WrapperControl(written.append, checkpoint_period=0.0, fraction_file=str(fraction), checkpoint_file=str(marker))
+    assert marker.exists()  # the wrapper's first look only sets its baseline
+    os.utime(marker, (1_000_000, 1_000_000))
+    state = training.initial_state(SPEC)
+    control.report_progress(state, 0.5)
+    assert last_number(fraction) == 0.5
+    control.checkpoint(state)
+    assert written == [state]
+    assert marker.stat().st_mtime > 1_000_000 and "epoch 0" in marker.read_text()
+    WrapperControl(written.append, checkpoint_file=str(marker))
+    assert "epoch 0" in marker.read_text()  # an existing file is left alone
+
+
+@pytest.mark.slow
+def test_wrapper_options_win_over_init_data_and_resolve_logical_names(tmp_path):
+    project, slot = tmp_path / "projects" / "p", tmp_path / "slots" / "0"
+    project.mkdir(parents=True)
+    slot.mkdir(parents=True)
+    write_spec(SPEC, project / "wu_spec")
+    (slot / "spec.json").write_text("<soft_link>../../projects/p/wu_spec</soft_link>\n")
+    (slot / "result.h5").write_text("<soft_link>../../projects/p/wu_0_r0</soft_link>\n")
+    (slot / "init_data.xml").write_text(client_init_data_xml())  # the wrapper's; not ours to use
+    command = [sys.executable, "-m", "boinc_app.main", "spec.json", "-o", "result.h5", "--checkpoint-period", "0",
+               "--wrapper-fraction-file", "fraction_done", "--wrapper-checkpoint-file", "checkpoint_marker"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, cwd=slot, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    _, state, attrs = read_result(project / "wu_0_r0", spec=SPEC)
+    assert attrs["complete"] and state.networks[0].epochs == 1
+    assert last_number(slot / "fraction_done") == 1.0
+    assert "epoch 1" in (slot / "checkpoint_marker").read_text()
+    names = sorted(p.name for p in slot.iterdir())
+    assert names == ["checkpoint_marker", "fraction_done", "init_data.xml", "result.h5", "spec.json"]
