@@ -71,5 +71,5 @@ class ConvergenceRule:
         return cls(**values)
 
 
-DEVICE_RECIPE = Recipe()
+DEVICE_RECIPE = Recipe(recurrent_orthogonal_gain=1.0)  # SPEC_VERSION 3
 AUTOMATON_RECIPE = Recipe(learning_rate=1e-3)

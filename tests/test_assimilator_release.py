@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+import machines
 import mlds
 from assimilator.release import build_release, reached_milestones
 from assimilator.store import DatasetStore, StoreError
@@ -43,7 +44,7 @@ def test_release_holds_exactly_the_first_n_networks_with_md5_and_readme(filled_s
     with tarfile.open(archive) as tar:
         assert sorted(tar.getnames()) == ["MLDS-DS1-4/MLDS-DS1-4.h5", "MLDS-DS1-4/README.md"]
         readme = tar.extractfile("MLDS-DS1-4/README.md").read().decode()
-    assert "CC BY-SA 4.0" in readme and "SPEC_VERSION 2" in readme and "mlds.load_dataset" in readme
+    assert "CC BY-SA 4.0" in readme and f"SPEC_VERSION {machines.SPEC_VERSION}" in readme and "mlds.load_dataset" in readme
     assert "| ParityMachine | 4 | 3 | 1 |" in readme  # networks, converged, stopped at the cap
     dataset = mlds.load_dataset(archive)
     assert list(dataset) == ["ParityMachine"]
@@ -60,7 +61,7 @@ def test_release_is_byte_for_byte_reproducible(filled_store, tmp_path):
 
 def test_loaded_module_computes_what_the_stored_network_computes(filled_store):
     dataset = mlds.load_dataset(filled_store.path)
-    assert dataset.name == "DS1" and dataset.spec_version == 2 and len(dataset) == 2
+    assert dataset.name == "DS1" and dataset.spec_version == machines.SPEC_VERSION and len(dataset) == 2
     parity = dataset["ParityMachine"]
     assert len(parity) == 6 and parity.weights.shape == (6, 4364)
     spec, state, _ = made_result(first_index=3, statuses=(CAPPED,) * 3)

