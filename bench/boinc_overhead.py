@@ -7,10 +7,11 @@ and the test project server, with the harness of ``tests/test_boinc_client_e2e.p
     task's elapsed time as the client reported it;
 (b) the CPU time of the app's protocol timer thread (``boinc_app.boinc_control``: wakes every
     0.1 s, sends a status once a second) against the whole app process, sampled from
-    ``/proc/<pid>/task/<tid>/stat`` every 0.2 s until the app exits. CPython 3.11 gives threads no
+    ``/proc/<pid>/task/<tid>/sched`` (or ``stat``) every 0.2 s until the app exits. CPython 3.11 gives threads no
     OS names, so the timer thread is found by elimination: not the main thread (tid == pid), and
     of the others the one with the most voluntary context switches (it sleeps ten times a second);
-    every thread is listed so the choice can be checked;
+    every thread is listed (with its last sample: the timer thread ends a moment before the
+    process) so the choice can be checked;
 (c) the same spec trained standalone (no client, no timer thread), its CPU time from ``wait4``,
     next to the app's CPU time under the client. On a busy machine this difference is noise-level;
     (b) is the direct measure.
@@ -40,7 +41,9 @@ TICK = os.sysconf("SC_CLK_TCK")
 
 
 def thread_samples(pid):
-    """``{tid: (cpu seconds, voluntary switches, involuntary switches)}`` of a live process."""
+    """``{tid: (cpu seconds, voluntary switches, involuntary switches)}`` of a live process. CPU time
+    from ``sched``'s ``se.sum_exec_runtime`` (nanosecond clock, kernels with CONFIG_SCHED_DEBUG),
+    else utime + stime from ``stat`` (clock ticks)."""
     samples = {}
     try:
         tids = os.listdir(f"/proc/{pid}/task")
@@ -54,9 +57,22 @@ def thread_samples(pid):
                 status = dict(line.split(":\t", 1) for line in handle.read().splitlines() if ":\t" in line)
         except OSError:  # the thread just ended
             continue
-        cpu = (int(fields[11]) + int(fields[12])) / TICK
+        cpu = sched_runtime(pid, tid)
+        if cpu is None:
+            cpu = (int(fields[11]) + int(fields[12])) / TICK
         samples[int(tid)] = (cpu, int(status["voluntary_ctxt_switches"]), int(status["nonvoluntary_ctxt_switches"]))
     return samples
+
+
+def sched_runtime(pid, tid):
+    try:
+        with open(f"/proc/{pid}/task/{tid}/sched") as handle:
+            for line in handle:
+                if line.startswith("se.sum_exec_runtime"):
+                    return float(line.split(":")[1]) / 1000.0  # milliseconds
+    except (OSError, ValueError):
+        pass
+    return None
 
 
 def process_cpu(pid):
@@ -87,8 +103,9 @@ def run_under_client(tmp, epochs):
                     started = time.monotonic()
             if pid is not None:
                 sample, cpu = thread_samples(pid), process_cpu(pid)
-                if sample and cpu is not None:
-                    threads, total, ended = sample, cpu, time.monotonic()
+                if sample and cpu is not None:  # threads that end keep their last sample
+                    threads.update(sample)
+                    total, ended = cpu, time.monotonic()
             if time.monotonic() - harness.marks["attach"] > 900:
                 raise SystemExit(f"no report after 15 min\n{harness.diagnostics()}")
             time.sleep(SAMPLE_SECONDS)
@@ -159,13 +176,13 @@ def main(epochs, keep, json_out):
     timer = max(others, key=lambda tid: others[tid][1]) if others else None
     timer_cpu = threads[timer][0] if timer else float("nan")
     print(f"(a) round trip of one DS1 workunit, seconds after attach: {round_trip}")
-    print(f"(b) app process {pid}: {app['process_cpu']:.2f} s CPU over {app['sampled_seconds']:.1f} s sampled; threads at the last sample:")
+    print(f"(b) app process {pid}: {app['process_cpu']:.2f} s CPU over {app['sampled_seconds']:.1f} s sampled; threads (last sample of each):")
     for tid, (cpu, voluntary, involuntary) in sorted(threads.items()):
         role = "main" if tid == pid else ("timer (by elimination)" if tid == timer else "")
-        print(f"    tid {tid:>7}  cpu {cpu:7.2f} s  voluntary switches {voluntary:6d}  involuntary {involuntary:6d}  {role}")
+        print(f"    tid {tid:>7}  cpu {cpu:8.3f} s  voluntary switches {voluntary:6d}  involuntary {involuntary:6d}  {role}")
     share = timer_cpu / app["process_cpu"] if app["process_cpu"] else float("nan")
-    print(f"    timer thread: {timer_cpu:.2f} s CPU = {100 * share:.2f} % of the process "
-          f"({1000 * timer_cpu / max(app['sampled_seconds'], 1e-9):.2f} ms CPU per second of run; clock tick {1000 / TICK:.0f} ms)")  # fmt: skip
+    print(f"    timer thread: {timer_cpu:.3f} s CPU = {100 * share:.2f} % of the process "
+          f"({1000 * timer_cpu / max(app['sampled_seconds'], 1e-9):.2f} ms CPU per second of run)")  # fmt: skip
     print(f"(c) the same spec standalone: {standalone_cpu:.2f} s CPU, {standalone_wall:.1f} s wall; "
           f"under the client: {app['process_cpu']:.2f} s CPU (/proc), {round_trip['task CPU (client)']:.2f} s (client's report)")  # fmt: skip
     if json_out:

@@ -507,7 +507,7 @@ def test_suspend_stops_progress_resume_continues_and_fraction_done_only_rises(li
 
     live.task_op(running, "resume")
     watch.until(lambda t: executing(t) and number(t, "current CPU time") > suspended_cpu, 60, "CPU time to move again")
-    wu, result = watch.until_reported()
+    _, result = watch.until_reported()
     assert result["outcome"] == "success", f"{result['validate_message']}\n{live.diagnostics()}"
     pids = {task["PID"] for _, task in watch.seen if "PID" in task}
     assert pids == {str(pid)}, "suspend/resume must not restart the app"
@@ -544,7 +544,7 @@ def resumed_from_checkpoint(live, watch, interrupt):
         120, "the restarted app's first status",
     )  # fmt: skip
     assert number(first_status, "current CPU time") > restored_cpu
-    wu, result = watch.until_reported()
+    _, result = watch.until_reported()
     assert result["outcome"] == "success", f"{result['validate_message']}\n{live.diagnostics()}"
     # the app resumed from its checkpoint: the second process's first checkpoint is a later epoch
     # than the first process's last one (a fresh start would checkpoint epoch 1 again)
