@@ -90,7 +90,7 @@ def run(datasets, tasks, networks, networks_per_workunit, workers, max_epochs, e
     engine.on_event = display
     try:
         stats = engine.run()
-    except Stopped:
+    except (Stopped, KeyboardInterrupt):
         display.close()
         click.echo("stopped; trainers checkpointed. Run the same command to continue.", err=True)
         sys.exit(130)

@@ -29,7 +29,8 @@ from workgen.plan import WorkPlan, first_workunits, follow_up
 
 EXIT_STOPPED_TRAINER = 75
 VALIDATOR_VERDICTS = {0: VALID, 1: INVALID}  # 3 = transient: validate again later
-CONSOLIDATE_EVERY = 25  # ingests between consolidations of the store
+CONSOLIDATE_EVERY = 25
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # ingests between consolidations of the store
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,7 @@ class Engine:
         self.on_event = on_event or (lambda kind, name, detail: None)
         self._ingests = 0
         self.releases = []
+        self.stop_requested = False
 
     def create_work(self):
         """Create the first workunits of every plan (existing ones are kept)."""
@@ -112,23 +114,29 @@ class Engine:
         return sum(self.work.create(spec) for plan in self.config.plans() for spec in first_workunits(plan))
 
     def run(self):
-        """Run until every workunit is assimilated; raises ``Stopped`` on Ctrl-C/SIGTERM."""
+        """Run until every workunit is assimilated; raises ``Stopped`` on Ctrl-C/SIGTERM.
+
+        The signals only set a flag that the loop checks: a KeyboardInterrupt raised at an
+        arbitrary point can be swallowed (Python ignores exceptions in fork hooks, which run
+        while a child is started), and then the stop would be lost.
+        """
         started = time.monotonic()
-        previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+        previous = {signum: signal.signal(signum, self._request_stop) for signum in STOP_SIGNALS}
         try:
             self.create_work()
             self._loop()
-        except KeyboardInterrupt:
-            slots.stop(self.running)
-            raise Stopped() from None
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
             self.stats.wall_seconds += time.monotonic() - started
             self.releases = self.finish_stores()
         return self.stats
 
+    def _request_stop(self, signum, frame):
+        self.stop_requested = True
+
     def _loop(self):
-        while True:
+        while not self.stop_requested:
             self._assimilate_ready()
             self._start_jobs()
             if not self.running:
@@ -136,6 +144,9 @@ class Engine:
             for job in self._wait_for_exits():
                 self.running.remove(job)
                 self._finished(job)
+        slots.stop(self.running)
+        self.running = []
+        raise Stopped()
 
     def _names_in(self, *states):
         busy = {job.name for job in self.running}
@@ -155,12 +166,13 @@ class Engine:
         return [n for n in names if self.attempts.get(n, 0) <= self.config.retries]
 
     def _wait_for_exits(self):
-        """Block until at least one child exits; returns the finished jobs."""
-        while True:
+        """Block until at least one child exits (or a stop is requested); returns the finished jobs."""
+        while not self.stop_requested:
             done = [job for job in self.running if job.process.poll() is not None]
             if done:
                 return done
-            _wait_readable([job.process.pid for job in self.running], timeout=1.0)
+            _wait_readable([job.process.pid for job in self.running], timeout=0.5)
+        return []
 
     def _finished(self, job):
         code = job.process.returncode
@@ -177,6 +189,8 @@ class Engine:
             slots.remove_slot(self.config.root, job.name)
             self.stats.workunits_trained += 1
             self.on_event("trained", job.name, "")
+            return
+        if code == EXIT_STOPPED_TRAINER:  # checkpointed on request (Ctrl-C reaches it too): resumes next run
             return
         self.attempts[job.name] = self.attempts.get(job.name, 0) + 1
         reason = f"trainer exited {code}: {slots.stderr_tail(job.slot)}"
