@@ -36,7 +36,7 @@ def dataset_progress(store_root, dataset, tasks=None, milestones=None):
     config = get_dataset(dataset)
     milestones = tuple(milestones or config.milestones)
     if tasks is None:
-        tasks = [str(t) if config.kind == "device" else f"automaton-{t:03d}" for t in config.tasks]
+        tasks = config.task_names()
     _, tables = DatasetStore(store_root, dataset).read()
     rows = []
     for task in tasks:

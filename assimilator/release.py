@@ -114,7 +114,7 @@ def release_readme(header, tables, count):
             "",
             "## Specification",
             "",
-            f"The machines, training data, networks, training recipe and convergence rule are those of",
+            "The machines, training data, networks, training recipe and convergence rule are those of",
             f"SPEC_VERSION {header.spec_version} in mlds's `docs/spec.md`; every training sequence can be",
             "regenerated from it bit for bit.",
             "",

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import machines
 from machines.sequences import DEVICE_SET_SIZES
 from boinc_app.networks import DEVICE_ARCHITECTURE, automaton_architecture
+from boinc_app.workunit_spec import task_label
 from boinc_app.recipe import AUTOMATON_RECIPE, DEVICE_RECIPE, ConvergenceRule, Recipe
 
 MILESTONES = (100, 500, 1000, 5000, 10000)
@@ -35,6 +36,10 @@ class DatasetConfig:
         if self.kind == "device":
             return DEVICE_ARCHITECTURE
         return automaton_architecture(AUTOMATON_SIZES["inputs"], AUTOMATON_SIZES["outputs"])
+
+    def task_names(self):
+        """Every task's name: the machine names, or ``automaton-NNN``."""
+        return tuple(task_label(self.task(t)) for t in self.tasks)
 
     def has_task(self, name):
         try:

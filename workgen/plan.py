@@ -34,9 +34,8 @@ class WorkPlan:
     tasks: tuple = None  # default: all the dataset's tasks
 
     def task_names(self):
-        config = get_dataset(self.dataset)
         if self.tasks is None:
-            return tuple(str(t) if config.kind == "device" else f"automaton-{t:03d}" for t in config.tasks)
+            return get_dataset(self.dataset).task_names()
         return tuple(self.tasks)
 
 
