@@ -10,6 +10,7 @@ epoch divided among the networks trained in it (the ensemble's amortised cost).
     python bench/convergence.py --quick               # 2 machines, 2 seeds, cap 10
     python bench/convergence.py --machines EightBitMachine --seeds 1-3 --cap 500 --jsonl runs.jsonl
     python bench/convergence.py --table runs.jsonl    # the table from saved runs (several files ok)
+    python bench/convergence.py --cap 3000 --state-dir runs/  # long run: the same command resumes it
 """
 
 import json
@@ -25,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import machines  # noqa: E402
 from boinc_app import training  # noqa: E402
+from boinc_app.result_file import read_result, write_result  # noqa: E402
 from boinc_app.task_data import stack_tasks  # noqa: E402
 from workgen.specs import make_spec, with_data, with_recipe  # noqa: E402
 
@@ -52,13 +54,16 @@ def build_runs(machine_names, seeds, cap, recipe_changes):
     return specs, rules
 
 
-def train_all(specs, rules, progress=True, snapshot=None):
+def train_all(specs, rules, progress=True, snapshot=None, state_dir=None):
     """Train one network per spec in one ensemble; returns one record per network.
 
     ``snapshot``: a path rewritten every 10 epochs with the records so far (``--table`` reads it).
+    ``state_dir``: every network's state is saved there every 10 epochs (trainer checkpoint
+    files) and loaded from there at start, so a long run stopped at any moment continues with the
+    same command, losing at most 10 epochs.
     """
     data = stack_tasks(specs)
-    states = [training.initial_state(spec).networks[0] for spec in specs]
+    states = [load_state(spec, state_dir) for spec in specs]
     template = specs[0]
     started = time.monotonic()
     while True:
@@ -69,12 +74,32 @@ def train_all(specs, rules, progress=True, snapshot=None):
             template, data, [states[k] for k in active], np.array(active), rules=[rules[k] for k in active]
         )
         epoch = max(s.epochs for s in states)
-        if snapshot and epoch % 10 == 0:
-            lines = "".join(json.dumps(record(spec, state)) + "\n" for spec, state in zip(specs, states))
-            Path(snapshot).write_text(lines)
+        if epoch % 10 == 0:
+            save_states(specs, states, snapshot, state_dir)
         if progress:
             print(f"epoch {epoch}: {len(active)} training, {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
+    save_states(specs, states, snapshot, state_dir)
     return [record(spec, state) for spec, state in zip(specs, states)]
+
+
+def _state_path(spec, state_dir):
+    return Path(state_dir) / f"{spec.task_name}-seed{spec.networks[0].init_seed}.h5"
+
+
+def load_state(spec, state_dir):
+    if state_dir and _state_path(spec, state_dir).exists():
+        return read_result(_state_path(spec, state_dir), spec=spec)[1].networks[0]
+    return training.initial_state(spec).networks[0]
+
+
+def save_states(specs, states, snapshot, state_dir):
+    if snapshot:
+        Path(snapshot).write_text("".join(json.dumps(record(spec, state)) + "\n" for spec, state in zip(specs, states)))
+    if state_dir:
+        Path(state_dir).mkdir(parents=True, exist_ok=True)
+        for spec, state in zip(specs, states):
+            run = training.RunState(spec.fingerprint(), [state])
+            write_result(_state_path(spec, state_dir), spec, run, complete=state.status != training.TRAINING)
 
 
 def record(spec, state):
@@ -92,6 +117,8 @@ def record(spec, state):
         "best_accuracy": max(history["validation_accuracy"]),
         "post_trigger_accuracy": history["post_trigger_accuracy"][-1],
         "train_loss": history["train_loss"][-1],
+        "accuracy_history": [round(a, 6) for a in history["validation_accuracy"]],
+        "post_trigger_history": [round(a, 6) for a in history["post_trigger_accuracy"]],
     }
 
 
@@ -129,9 +156,10 @@ def _fmt(value, digits=0):
 @click.option("--threads", default=1, type=int)
 @click.option("--jsonl", type=click.Path(dir_okay=False), help="append one JSON record per network here")
 @click.option("--snapshot", type=click.Path(dir_okay=False), help="rewrite the records so far every 10 epochs")
+@click.option("--state-dir", type=click.Path(file_okay=False), help="save/resume every network's state here")
 @click.option("--table", "tables", multiple=True, type=click.Path(exists=True), help="print the table of saved runs")
 @click.option("--set", "settings", multiple=True, help=f"recipe or data change NAME=VALUE, NAME in {RECIPE_OPTIONS + tuple(DATA_OPTIONS)}")
-def main(machine_list, seeds, cap, quick, threads, jsonl, snapshot, tables, settings):
+def main(machine_list, seeds, cap, quick, threads, jsonl, snapshot, state_dir, tables, settings):
     if tables:
         records = [json.loads(line) for path in tables for line in Path(path).read_text().splitlines() if line]
         click.echo(difficulty_table(records))
@@ -149,7 +177,7 @@ def main(machine_list, seeds, cap, quick, threads, jsonl, snapshot, tables, sett
         changes[key] = {**DATA_OPTIONS, "curriculum_epochs": int}.get(key, float)(value)
     specs, rules = build_runs(names, seed_list, cap, changes)
     started = time.monotonic()
-    records = train_all(specs, rules, snapshot=snapshot)
+    records = train_all(specs, rules, snapshot=snapshot, state_dir=state_dir)
     if jsonl:
         with open(jsonl, "a") as handle:
             for r in records:

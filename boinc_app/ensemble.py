@@ -7,10 +7,10 @@ dimension, named by the reference module's ``state_dict`` key (``rnn.weight_hh_l
 what the reference ``nn.GRU``/``nn.LSTM`` module computes (same gate order and equations), so its
 weights load into ``boinc_app.networks.RecurrentNet`` unchanged.
 
-Layout inside the forward pass is time-major per network (``[K, L, B, width]``): the input
-projection of a whole layer is one ``baddbmm`` and each time step reads a contiguous-in-time slice
-from ``unbind``, whose backward is a single ``stack`` (indexing per step would allocate a full-size
-gradient per step).
+Recurrent stacks: GRU networks (DS1/DS2) run through ``boinc_app.gru_layer``, a time-major
+kernel with a hand-written backward pass; LSTM networks (DS3) run, on a CPU, one network at a time
+through PyTorch's fused LSTM kernel, and on a GPU as a stacked cell. The head is one ``baddbmm``
+per layer over all steps, in ``[K, C, L*B]`` layout. ``bench/train_speed.py`` measures each path.
 
 Gradients are per network: the loss is the sum of per-network losses, clipping uses each network's
 own global norm, and Adam is element-wise with a per-network step count and learning rate, so each
@@ -19,6 +19,7 @@ network follows the trajectory it would follow alone (up to floating-point round
 
 import torch
 
+from boinc_app.gru_layer import FastTanh, StackedGRULayer
 from boinc_app.networks import ACTIVATIONS
 
 
@@ -36,27 +37,6 @@ def stack_state_dicts(state_dicts, device="cpu"):
 def unstack(params, k):
     """Network ``k``'s state dict (CPU tensors, detached)."""
     return {key: value[k].detach().cpu().clone() for key, value in params.items()}
-
-
-def _gru_layer(params, layer, seq, hidden_size):
-    """One GRU layer over ``seq [K, L, B, in]``; returns ``[K, L, B, H]``."""
-    K, L, B, _ = seq.shape
-    H = hidden_size
-    w_ih, w_hh = params[f"rnn.weight_ih_l{layer}"], params[f"rnn.weight_hh_l{layer}"]
-    b_ih, b_hh = params[f"rnn.bias_ih_l{layer}"], params[f"rnn.bias_hh_l{layer}"]
-    gates_in = torch.baddbmm(b_ih.unsqueeze(1), seq.reshape(K, L * B, -1), w_ih.transpose(1, 2))
-    steps_in = gates_in.view(K, L, B, 3 * H).unbind(1)
-    w_hh_t, b_hh = w_hh.transpose(1, 2), b_hh.unsqueeze(1)
-    h = seq.new_zeros(K, B, H)
-    outputs = []
-    for g_in in steps_in:
-        g_h = torch.baddbmm(b_hh, h, w_hh_t)
-        rz = torch.sigmoid(g_in[..., : 2 * H] + g_h[..., : 2 * H])
-        r, z = rz[..., :H], rz[..., H:]
-        n = torch.tanh(g_in[..., 2 * H :] + r * g_h[..., 2 * H :])
-        h = n + z * (h - n)
-        outputs.append(h)
-    return torch.stack(outputs, 1)
 
 
 def _lstm_layer(params, layer, seq, hidden_size):
@@ -82,23 +62,57 @@ def _lstm_layer(params, layer, seq, hidden_size):
     return torch.stack(outputs, 1)
 
 
-_LAYERS = {"gru": _gru_layer, "lstm": _lstm_layer}
-
-
 def forward(arch, params, inputs):
-    """Logits ``[K, B, L, out]`` for per-network inputs ``[K, B, L, in]``."""
-    seq = inputs.transpose(1, 2)
-    K, L, B, _ = seq.shape
-    for layer in range(arch.num_layers):
-        seq = _LAYERS[arch.cell](params, layer, seq, arch.hidden_size)
-    hidden = seq.reshape(K, L * B, arch.hidden_size)
-    act = ACTIVATIONS[arch.activation]
+    """Logits ``[K, B, L, out]`` (a strided view) for per-network inputs ``[K, B, L, in]``."""
+    if arch.cell == "gru":
+        hidden = _gru_stack(arch, params, inputs)
+    else:
+        hidden = _lstm_stack(arch, params, inputs)
+    K, _, L, B = hidden.shape
+    hidden = hidden.view(K, arch.hidden_size, L * B)
     for i in range(len(arch.head)):
         weight, bias = params[f"head.{i}.weight"], params[f"head.{i}.bias"]
-        hidden = torch.baddbmm(bias.unsqueeze(1), hidden, weight.transpose(1, 2))
+        hidden = torch.baddbmm(bias.unsqueeze(2), weight, hidden)
         if i < len(arch.head) - 1:
-            hidden = act(hidden)
-    return hidden.view(K, L, B, -1).transpose(1, 2)
+            hidden = FastTanh.apply(hidden) if arch.activation == "tanh" else ACTIVATIONS[arch.activation](hidden)
+    return hidden.view(K, -1, L, B).permute(0, 3, 2, 1)
+
+
+def _gru_stack(arch, params, inputs):
+    """Hidden states ``[K, H, L, B]`` of the top layer (``boinc_app.gru_layer``, time-major)."""
+    seq = inputs.permute(2, 0, 3, 1).contiguous()  # [L, K, in, B]
+    for layer in range(arch.num_layers):
+        weights = (params[f"rnn.{name}_l{layer}"] for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+        seq = StackedGRULayer.apply(seq, *weights)
+    return seq.permute(1, 2, 0, 3).contiguous()
+
+
+def _lstm_stack(arch, params, inputs):
+    """Hidden states ``[K, H, L, B]`` of the top layer.
+
+    On a CPU, each network runs through PyTorch's fused LSTM kernel (``torch.lstm``, what
+    ``nn.LSTM`` calls): with 64 hidden units its matmuls are big enough to run near the matmul
+    ceiling, and the stacked form was slower (``bench/train_speed.py --dataset DS3``). On a GPU
+    the stacked form fills the device with all K networks at once.
+    """
+    if inputs.device.type == "cpu":
+        return _lstm_per_network(arch, params, inputs)
+    seq = inputs.transpose(1, 2)
+    for layer in range(arch.num_layers):
+        seq = _lstm_layer(params, layer, seq, arch.hidden_size)
+    return seq.permute(0, 3, 1, 2).contiguous()
+
+
+def _lstm_per_network(arch, params, inputs):
+    K, B = inputs.shape[:2]
+    names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+    zeros = inputs.new_zeros(arch.num_layers, B, arch.hidden_size)
+    outputs = []
+    for k in range(K):
+        weights = [params[f"rnn.{name}_l{layer}"][k] for layer in range(arch.num_layers) for name in names]
+        out, _, _ = torch.lstm(inputs[k], (zeros, zeros), weights, True, arch.num_layers, 0.0, torch.is_grad_enabled(), False, True)
+        outputs.append(out)
+    return torch.stack(outputs).permute(0, 3, 2, 1).contiguous()
 
 
 def clip_grad_norms(params, max_norm):

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from boinc_app import ensemble
+from boinc_app.ensemble_size import ensemble_size
 from boinc_app.networks import build_network
 from boinc_app.task_data import per_network_loss, score_counts, scores_from_counts
 from machines.random_stream import RawStream, derive_seed
@@ -145,14 +146,18 @@ def train(spec, data, state, control, device="cpu"):
     last completed epoch, which is what gets checkpointed (resume stays exact).
     """
     started = time.monotonic()
+    size = ensemble_size(device, spec.architecture, spec.data.length)
+    # fixed groups, so a network's ensemble companions never depend on when a run was resumed
+    groups = [state.networks[i : i + size] for i in range(0, len(state.networks), size)]
     while True:
-        active = [n for n in state.networks if n.status == TRAINING and n.epochs - n.start_epoch < spec.epoch_budget]
-        if not active:
+        chunks = [[n for n in group if n.status == TRAINING and n.epochs - n.start_epoch < spec.epoch_budget] for group in groups]
+        if not any(chunks):
             break
         try:
             control.wait_while_suspended()
-            index = np.zeros(len(active), dtype=np.int64)
-            run_epoch(spec, data, active, index, device, between_steps=control.wait_while_suspended)
+            for chunk in filter(None, chunks):
+                index = np.zeros(len(chunk), dtype=np.int64)
+                run_epoch(spec, data, chunk, index, device, between_steps=control.wait_while_suspended)
         except QuitRequested:
             control.checkpoint(state)
             raise

@@ -37,8 +37,8 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # ingests between consolidations
 class RunConfig:
     root: str = "mlds-data"
     datasets: tuple = ("DS1",)
-    networks: int = 4  # per task
-    networks_per_workunit: int = 4
+    networks: int = 8  # per task
+    networks_per_workunit: int = None  # default: the dataset's
     workers: int = 0  # 0: one per core
     max_epochs: int = 30
     epoch_budget: int = 10

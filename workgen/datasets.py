@@ -30,6 +30,9 @@ class DatasetConfig:
     length: int = 50
     train_size: int = 1000
     validation_size: int = 1000
+    # networks packed into one workunit: enough for the trainer's stacked kernels to pay off on a
+    # CPU (bench/train_speed.py), few enough that a workunit's budget stays minutes to an hour
+    networks_per_workunit: int = 32
 
     @property
     def architecture(self):
@@ -89,6 +92,7 @@ DATASETS = {
         ConvergenceRule(accuracy=0.99),
         max_epochs=1000,
         epoch_budget=100,
+        networks_per_workunit=8,
     ),
 }
 

@@ -27,11 +27,14 @@ class WorkPlan:
 
     dataset: str
     count: int
-    networks_per_workunit: int = 4
+    networks_per_workunit: int = None  # default: the dataset's
     seed: int = 1
     max_epochs: int = None  # default: the dataset's
     epoch_budget: int = None  # default: the dataset's
     tasks: tuple = None  # default: all the dataset's tasks
+
+    def workunit_size(self):
+        return self.networks_per_workunit or get_dataset(self.dataset).networks_per_workunit
 
     def task_names(self):
         if self.tasks is None:
@@ -43,8 +46,9 @@ def first_workunits(plan):
     """The continuation-0 specs covering networks ``0 .. count-1`` of every task."""
     specs = []
     for task in plan.task_names():
-        for first in range(0, plan.count, plan.networks_per_workunit):
-            networks = min(plan.networks_per_workunit, plan.count - first)
+        size = plan.workunit_size()
+        for first in range(0, plan.count, size):
+            networks = min(size, plan.count - first)
             specs.append(
                 make_spec(
                     plan.dataset,

@@ -1,0 +1,26 @@
+"""How many networks the trainer stacks into one ensemble, chosen per device.
+
+A workunit may carry more networks than are best trained at once. On a CPU, the stacked GRU
+(``boinc_app.gru_layer``) amortises per-operation overhead over K networks, but past a point its
+per-step buffers (``K x 4H x B`` floats, plus the whole sequence kept for the backward pass) fall
+out of the caches and each network gets slower again; ``bench/train_speed.py`` measures the curve
+and the constants below come from it. On a GPU, one ensemble should fill the device: every network
+of the workunit at once, up to a memory budget.
+"""
+
+CPU_GRU_NETWORKS = 64
+CPU_LSTM_NETWORKS = 8
+GPU_BYTES_PER_NETWORK_STEP = 4 * 4 * 64 * 32 * 8  # generous: activations of the widest DS3 layer
+GPU_MEMORY_SHARE = 0.5
+
+
+def ensemble_size(device, arch, length, free_bytes=None):
+    """Networks per ensemble for ``arch`` at sequence ``length`` on ``device`` ("cpu", "cuda:0")."""
+    if not str(device).startswith("cuda"):
+        return CPU_GRU_NETWORKS if arch.cell == "gru" else CPU_LSTM_NETWORKS
+    if free_bytes is None:
+        import torch
+
+        free_bytes, _ = torch.cuda.mem_get_info(device)
+    per_network = GPU_BYTES_PER_NETWORK_STEP * arch.num_layers * length
+    return max(1, int(free_bytes * GPU_MEMORY_SHARE // per_network))
