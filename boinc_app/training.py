@@ -134,7 +134,7 @@ def learning_rate(recipe, network):
     return recipe.learning_rate * factor
 
 
-def train(spec, data, state, control, device="cpu"):
+def train(spec, data, state, control, device="cpu", group_size=None):
     """Train until every network stops or this workunit's budget is spent; returns ``state``.
 
     ``control`` decides about checkpoints, quitting and suspension (standalone or BOINC).
@@ -144,9 +144,12 @@ def train(spec, data, state, control, device="cpu"):
     within one batch. It may raise ``QuitRequested`` there to abandon the epoch in progress: the
     networks' states are written back only when an epoch completes, so ``state`` still holds the
     last completed epoch, which is what gets checkpointed (resume stays exact).
+
+    Networks are trained in fixed groups of ``group_size`` (default: ``ensemble_size`` for the
+    device), one ensemble per group and epoch.
     """
     started = time.monotonic()
-    size = ensemble_size(device, spec.architecture, spec.data.length)
+    size = group_size or ensemble_size(device, spec.architecture, spec.data.length)
     # fixed groups, so a network's ensemble companions never depend on when a run was resumed
     groups = [state.networks[i : i + size] for i in range(0, len(state.networks), size)]
     while True:

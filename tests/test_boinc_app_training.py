@@ -75,6 +75,35 @@ def test_resume_after_quit_is_exact(tmp_path, spec, uninterrupted, quit_after):
     assert_same_networks(read_result(out, spec=spec)[1], uninterrupted)
 
 
+class QuitDuringBatch(SilentControl):
+    """Raises ``QuitRequested`` at the ``at``-th call between optimizer steps."""
+
+    def __init__(self, at):
+        super().__init__(lambda state: None)
+        self.at, self.calls = at, 0
+
+    def wait_while_suspended(self):
+        self.calls += 1
+        if self.calls == self.at:
+            raise training.QuitRequested()
+
+
+def test_quitting_between_ensemble_groups_resumes_exactly():
+    """Three networks in groups of two: a quit during the second group's epoch leaves the first
+    group one epoch ahead; continuing from that state gives the uninterrupted result."""
+    spec = make_spec("DS1", "ParityMachine", networks=3, seed=5, max_epochs=2)
+    data = task_data(spec)
+    uninterrupted = training.train(spec, data, training.initial_state(spec), SilentControl(), group_size=2)
+    batches = -(-spec.data.train_size // spec.recipe.batch_size)
+    state = training.initial_state(spec)
+    # calls per epoch: 1 before the groups, then one per batch of each group
+    quit_at = (1 + 2 * batches) + 1 + batches + 5
+    with pytest.raises(training.QuitRequested):
+        training.train(spec, data, state, QuitDuringBatch(quit_at), group_size=2)
+    assert [n.epochs for n in state.networks] == [2, 2, 1]
+    assert_same_networks(training.train(spec, data, state, SilentControl(), group_size=2), uninterrupted)
+
+
 def test_a_network_trains_the_same_alone_or_in_an_ensemble(spec):
     # Two epochs: batched and single matmuls round differently (~1e-7), and Adam turns rounding on
     # parameters whose gradient is ~0 into full steps of +-lr, so differences grow to ~lr within a
