@@ -10,8 +10,13 @@ of the workunit at once, up to a memory budget.
 
 CPU_GRU_NETWORKS = 64
 CPU_LSTM_NETWORKS = 8
-GPU_BYTES_PER_NETWORK_STEP = 4 * 4 * 64 * 32 * 8  # generous: activations of the widest DS3 layer
+GPU_MAX_NETWORKS = 8192
 GPU_MEMORY_SHARE = 0.5
+# float32 values kept per network, per layer, time step and sequence of a batch of 32 during a
+# training step, in units of the hidden size: gates, states and their gradients (~12 H), measured
+# against the CPU trainer's peak memory (bench/train_speed.py: ~4.3 MB per DS1 network at L = 50)
+VALUES_PER_HIDDEN_UNIT = 12
+BATCH = 32
 
 
 def ensemble_size(device, arch, length, free_bytes=None):
@@ -22,5 +27,5 @@ def ensemble_size(device, arch, length, free_bytes=None):
         import torch
 
         free_bytes, _ = torch.cuda.mem_get_info(device)
-    per_network = GPU_BYTES_PER_NETWORK_STEP * arch.num_layers * length
-    return max(1, int(free_bytes * GPU_MEMORY_SHARE // per_network))
+    per_network = 4 * BATCH * length * arch.num_layers * arch.hidden_size * VALUES_PER_HIDDEN_UNIT
+    return max(1, min(GPU_MAX_NETWORKS, int(free_bytes * GPU_MEMORY_SHARE // per_network)))

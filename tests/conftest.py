@@ -7,7 +7,7 @@ import torch
 
 from boinc_app.trainer import TrainerConfig, run_trainer
 from boinc_app.workunit_spec import write_spec
-from workgen.specs import make_spec
+from workgen.specs import make_spec, with_data
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
@@ -58,8 +58,10 @@ def pytest_runtest_makereport(item, call):
 
 
 def train_small(directory, dataset="DS1", machine="SingleInvertMachine", networks=2, max_epochs=2, seed=1):
-    """Write a small spec into ``directory`` and train it; returns ``(spec_path, result_path)``."""
-    spec = make_spec(dataset, machine, networks=networks, seed=seed, max_epochs=max_epochs)
+    """Write a small spec into ``directory`` and train it; returns ``(spec_path, result_path)``.
+
+    1,000 training sequences: few enough steps that no network converges in ``max_epochs`` = 2."""
+    spec = with_data(make_spec(dataset, machine, networks=networks, seed=seed, max_epochs=max_epochs), train_size=1000)
     spec_path = directory / "spec.json"
     result_path = directory / "result.h5"
     write_spec(spec, spec_path)

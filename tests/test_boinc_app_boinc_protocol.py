@@ -10,7 +10,7 @@ channel is free, and reading status messages (recorded with their arrival time).
 with a deadline; the only fixed wait is the 2-second window in which a suspended trainer must use
 no CPU.
 
-The workunit is what ``mlds spec --dataset DS1 --machine SingleDirectMachine --networks 1
+The workunit is what ``mlds spec --dataset DS1 --machine EightBitMachine --networks 1
 --max-epochs 3`` writes: three epochs of a few seconds each.
 """
 
@@ -36,7 +36,7 @@ from tests.test_boinc_app_training import assert_same_networks
 from workgen.specs import make_spec
 
 REPO = Path(__file__).resolve().parents[1]
-SPEC = make_spec("DS1", "SingleDirectMachine", networks=1, max_epochs=3)
+SPEC = make_spec("DS1", "EightBitMachine", networks=1, max_epochs=3)  # never converges within 3 epochs
 PROJECT = "127.0.0.1_39341"
 RESULT_NAME = f"{SPEC.name}_0_r1234_0"  # the physical name: <result_name>_0
 

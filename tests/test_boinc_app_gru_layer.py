@@ -72,3 +72,4 @@ def test_a_nan_in_one_sequence_stays_in_that_sequence():
     x[1, 0, 0, 0] = float("nan")
     out = StackedGRULayer.apply(x, *[w.detach() for w in random_layer(K, I, H)])
     assert torch.isnan(out[1:, 0, :, 0]).all() and torch.isfinite(out[:, 0, :, 1]).all()
+

@@ -105,11 +105,12 @@ def test_quitting_between_ensemble_groups_resumes_exactly():
 
 
 def test_a_network_trains_the_same_alone_or_in_an_ensemble(spec):
-    # Two epochs: batched and single matmuls round differently (~1e-7), and Adam turns rounding on
-    # parameters whose gradient is ~0 into full steps of +-lr, so differences grow to ~lr within a
-    # few epochs on some seeds (3.5e-3 at epoch 3 here under SPEC_VERSION 3) without either run
-    # being wrong. Over two epochs they stay within the tolerance below.
-    short = dataclasses.replace(spec, max_epochs=2, epoch_budget=2)
+    # One epoch (125 steps): batched and single matmuls round differently (~1e-7), and Adam turns
+    # rounding on parameters whose gradient is ~0 into full steps of +-lr, so differences grow to
+    # ~lr within a few hundred steps on some seeds (3.5e-3 after 190 steps here under
+    # SPEC_VERSION 3, 1.4e-3 after 250 under 4) without either run being wrong. Over one epoch
+    # they stay within the tolerance below.
+    short = dataclasses.replace(spec, max_epochs=1, epoch_budget=1)
     [network] = train_fresh(dataclasses.replace(short, networks=short.networks[1:])).networks
     [reference] = train_fresh(short).networks[1:]
     for key in network.weights:
@@ -163,7 +164,9 @@ def test_a_network_on_a_curriculum_trains_the_same_beside_one_without():
     mixed[1].epochs = 5  # past its curriculum: full length
     training.run_epoch(with_curriculum, data, mixed, np.zeros(2, dtype=np.int64))
     for key in alone[0].weights:
-        np.testing.assert_allclose(mixed[0].weights[key], alone[0].weights[key], rtol=1e-5, atol=1e-6)
+        # rounding only (ensembles of one and two networks); training this network on full-length
+        # sequences instead moves some weights by 0.5 in this epoch
+        np.testing.assert_allclose(mixed[0].weights[key], alone[0].weights[key], rtol=1e-4, atol=1e-5)
 
 
 def test_initialisation_options_shift_gate_biases_and_make_recurrent_blocks_orthogonal():

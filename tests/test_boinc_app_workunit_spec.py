@@ -20,7 +20,7 @@ def test_spec_records_generator_seeds_sizes_and_recipe(tmp_path):
     document = make_spec("DS1", "ParityMachine").to_dict()
     assert document["format_version"] == 1 and document["spec_version"] >= 1
     assert document["data"]["generator"].startswith("pcg64")
-    assert document["data"]["train_size"] == 2000 and document["data"]["validation_size"] == 1000 and document["data"]["length"] == 50
+    assert document["data"]["train_size"] == 4000 and document["data"]["validation_size"] == 1000 and document["data"]["length"] == 50
     assert document["recipe"]["learning_rate"] > 0
     assert document["convergence"]["accuracy"] == 0.999
 

@@ -217,7 +217,8 @@ def test_encoding_is_lsb_first():
 # --- generation and the shared sets ------------------------------------------------------------
 
 PINNED_STREAM_1000 = "74623f20ee7d60aebb3e4f28e1902e4d4d660ea46032b71ede5536610f5cd773"  # SPEC_VERSION 1 set size
-PINNED_SINGLE_DIRECT_TRAIN = "db5ad64f5ca677a6e67a1cb0a3b0d48d9d6a81be54bb6dbf955883173314b397"  # SPEC_VERSION 2: 2,000 sequences
+PINNED_STREAM_2000 = "db5ad64f5ca677a6e67a1cb0a3b0d48d9d6a81be54bb6dbf955883173314b397"  # SPEC_VERSION 2 and 3 set size
+PINNED_SINGLE_DIRECT_TRAIN = "e550d252a950fc14e49564a388083d0b243b4e8dd5e21cc9ffc0c57a919af7e6"  # SPEC_VERSION 4: 4,000 sequences
 
 
 @settings(max_examples=20, deadline=None)
@@ -261,7 +262,7 @@ def test_train_and_validation_differ():
 
 def test_shared_set_statistics():
     sequences = shared_set(get_machine("SingleDirectModified"), "train")
-    assert sequences.commands.shape == (2000, 50)
+    assert sequences.commands.shape == (4000, 50)
     assert shared_set(get_machine("SingleDirectModified"), "validation").commands.shape == (1000, 50)
     shares = np.bincount(sequences.commands.ravel(), minlength=3) / sequences.commands.size
     # the trigger's three WRITEs shift about 1.5 % of the steps towards WRITE
@@ -275,7 +276,9 @@ def _has_trigger(commands, data):
     return any(steps[i : i + 3] == TRIGGER_STEPS for i in range(len(steps) - 2))
 
 
-@pytest.mark.parametrize("size, pinned", [(None, PINNED_SINGLE_DIRECT_TRAIN), (1000, PINNED_STREAM_1000)])
+@pytest.mark.parametrize(
+    "size, pinned", [(None, PINNED_SINGLE_DIRECT_TRAIN), (2000, PINNED_STREAM_2000), (1000, PINNED_STREAM_1000)]
+)
 def test_pinned_training_set_fingerprint(size, pinned):
     sequences = shared_set(get_machine("SingleDirectMachine"), "train", n=size)
     digest = hashlib.sha256(sequences.commands.tobytes() + sequences.data.tobytes()).hexdigest()
