@@ -97,6 +97,10 @@ def _lstm_stack(arch, params, inputs):
     """
     if inputs.device.type == "cpu":
         return _lstm_per_network(arch, params, inputs)
+    return _lstm_stacked(arch, params, inputs)
+
+
+def _lstm_stacked(arch, params, inputs):
     seq = inputs.transpose(1, 2)
     for layer in range(arch.num_layers):
         seq = _lstm_layer(params, layer, seq, arch.hidden_size)

@@ -62,9 +62,21 @@ def test_ensemble_forward_equals_the_reference_modules(arch):
     torch.testing.assert_close(stacked, reference, rtol=1e-5, atol=1e-6)
 
 
-def test_ensemble_training_follows_each_network_s_own_trajectory():
+def test_both_lstm_paths_compute_the_same_hidden_states():
+    """The stacked LSTM cell (the GPU path) against the fused per-network kernel (the CPU path)."""
+    arch = automaton_architecture(4, 6)
+    params = ensemble.stack_state_dicts([build_network(arch, seed).state_dict() for seed in (1, 2)])
+    inputs = torch.rand(2, 5, 13, arch.input_size)
+    with torch.no_grad():
+        stacked = ensemble._lstm_stacked(arch, params, inputs)
+        fused = ensemble._lstm_per_network(arch, params, inputs)
+    assert stacked.shape == (2, arch.hidden_size, 13, 5)
+    torch.testing.assert_close(stacked, fused, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("arch", [DEVICE_ARCHITECTURE, automaton_architecture(4, 6)], ids=["gru", "lstm"])
+def test_ensemble_training_follows_each_network_s_own_trajectory(arch):
     """Stacked loss, per-network clipping and StackedAdam == torch.optim.Adam per network."""
-    arch = DEVICE_ARCHITECTURE
     modules = [build_network(arch, seed) for seed in (1, 2)]
     params = ensemble.stack_state_dicts([m.state_dict() for m in modules])
     optimizer = ensemble.StackedAdam(params, lr=3e-3)
@@ -72,8 +84,8 @@ def test_ensemble_training_follows_each_network_s_own_trajectory():
     generator = torch.Generator().manual_seed(0)
     bce = torch.nn.functional.binary_cross_entropy_with_logits
     for _ in range(10):
-        inputs = torch.rand(2, 8, 20, 11, generator=generator) * 3
-        targets = (torch.rand(2, 8, 20, 8, generator=generator) > 0.5).float()
+        inputs = torch.rand(2, 8, 20, arch.input_size, generator=generator) * 3
+        targets = (torch.rand(2, 8, 20, arch.head[-1], generator=generator) > 0.5).float()
         loss = bce(ensemble.forward(arch, params, inputs), targets, reduction="none").flatten(1).mean(1)
         loss.sum().backward()
         norms = ensemble.clip_grad_norms(params, 1.0)
