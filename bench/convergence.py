@@ -30,7 +30,10 @@ from boinc_app.result_file import read_result, write_result  # noqa: E402
 from boinc_app.task_data import stack_tasks  # noqa: E402
 from workgen.specs import make_spec, with_data, with_recipe  # noqa: E402
 
-RECIPE_OPTIONS = ("learning_rate", "post_trigger_weight", "anneal_factor", "anneal_accuracy", "gate_bias", "curriculum_epochs", "recurrent_orthogonal_gain")
+RECIPE_OPTIONS = (
+    "learning_rate", "eps", "clip_norm", "post_trigger_weight", "anneal_factor", "anneal_accuracy", "gate_bias",
+    "curriculum_epochs", "recurrent_orthogonal_gain",
+)  # fmt: skip
 DATA_OPTIONS = {"train_size": int, "near_miss_probability": float}
 
 
