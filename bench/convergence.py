@@ -147,6 +147,17 @@ def difficulty_table(records):
     return "\n".join(lines)
 
 
+def record_at_epoch(record, epoch):
+    """The record as it stood after ``epoch`` epochs (from its per-epoch histories)."""
+    if record["converged"] and record["epochs"] <= epoch:
+        return {**record, "cap": epoch}
+    accuracy, post = record["accuracy_history"], record["post_trigger_history"]
+    if len(accuracy) < epoch:
+        raise click.UsageError(f"{record['machine']} seed {record['seed']} has only {len(accuracy)} epochs")
+    return {**record, "cap": epoch, "converged": False, "epochs": epoch, "accuracy": accuracy[epoch - 1],
+            "best_accuracy": max(accuracy[:epoch]), "post_trigger_accuracy": post[epoch - 1]}  # fmt: skip
+
+
 def _fmt(value, digits=0):
     return "-" if value is None else f"{value:.{digits}f}"
 
@@ -161,10 +172,13 @@ def _fmt(value, digits=0):
 @click.option("--snapshot", type=click.Path(dir_okay=False), help="rewrite the records so far every 10 epochs")
 @click.option("--state-dir", type=click.Path(file_okay=False), help="save/resume every network's state here")
 @click.option("--table", "tables", multiple=True, type=click.Path(exists=True), help="print the table of saved runs")
+@click.option("--at-epoch", type=int, help="with --table: the runs as they stood after this many epochs")
 @click.option("--set", "settings", multiple=True, help=f"recipe or data change NAME=VALUE, NAME in {RECIPE_OPTIONS + tuple(DATA_OPTIONS)}")
-def main(machine_list, seeds, cap, quick, threads, jsonl, snapshot, state_dir, tables, settings):
+def main(machine_list, seeds, cap, quick, threads, jsonl, snapshot, state_dir, tables, at_epoch, settings):
     if tables:
         records = [json.loads(line) for path in tables for line in Path(path).read_text().splitlines() if line]
+        if at_epoch:
+            records = [record_at_epoch(r, at_epoch) for r in records]
         click.echo(difficulty_table(records))
         return
     torch.set_num_threads(threads)
