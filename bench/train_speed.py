@@ -171,9 +171,9 @@ def main(ks, length, batches, device, dataset, quick, child_args):
             f"| {label} | {record['networks']} | {epoch:.3f} | {3600 / epoch:,.0f} | {rate:.2f} | "
             f"{100 * rate / ceiling:.1f} % | {record['memory_mb'] / record['networks']:.2f} | {naive_epoch / epoch:.2f} |"
         )
-    chosen = min(ensemble_size(device, spec.architecture, length), max(r["networks"] for r in records))
-    pick = min(records, key=lambda r: abs(r["networks"] - chosen))
-    click.echo(f"\ntrainer's own K for this device: {ensemble_size(device, spec.architecture, length)} (measured nearest: {pick['networks']})")
+    own = ensemble_size(device, spec.architecture, length)
+    pick = min(records, key=lambda r: abs(r["networks"] - min(own, max(q["networks"] for q in records))))
+    click.echo(f"\ntrainer's own K for this device: {own} (measured nearest: {pick['networks']})")
     click.echo(f"speedup: {naive_epoch / network_epoch_seconds(pick, train_size, batch_size):.2f}")
 
 
