@@ -78,27 +78,38 @@ def time_naive(dataset, length, batches, device):
     for start in starts:
         one_batch(start)
     _sync(device)
-    return (time.perf_counter() - started) / batches, peak_rss_mb() - before
+    return (time.perf_counter() - started) / batches, 0.0, peak_rss_mb() - before
 
 
 def time_ours(dataset, networks, length, batches, device):
-    """Seconds per batch of ``networks`` networks trained by the trainer's own epoch."""
-    spec = bench_spec(dataset, networks, length, batches)
-    data = task_data(spec)
-    state = training.initial_state(spec)
-    index = torch.zeros(networks, dtype=torch.int64).numpy()
+    """Seconds per batch of ``networks`` networks trained by the trainer's own epoch, and the
+    epoch's fixed cost (stacking, scoring, writing states back), from epochs of ``batches`` and
+    ``2 * batches`` batches: per batch = the difference / ``batches``."""
+    timed = []
     before = peak_rss_mb()
-    training.run_epoch(spec, data, state.networks, index, device)  # warm-up
-    _sync(device)
-    started = time.perf_counter()
-    training.run_epoch(spec, data, state.networks, index, device)
-    _sync(device)
-    return (time.perf_counter() - started) / batches, peak_rss_mb() - before
+    state = training.initial_state(bench_spec(dataset, networks, length, batches))
+    index = torch.zeros(networks, dtype=torch.int64).numpy()
+    for size in (batches, 2 * batches):
+        spec = bench_spec(dataset, networks, length, size)
+        data = task_data(spec)
+        if not timed:
+            training.run_epoch(spec, data, state.networks, index, device)  # warm-up
+        _sync(device)
+        started = time.perf_counter()
+        training.run_epoch(spec, data, state.networks, index, device)
+        _sync(device)
+        timed.append(time.perf_counter() - started)
+    per_batch = max(timed[1] - timed[0], 0.0) / batches
+    return per_batch, timed[0] - batches * per_batch, peak_rss_mb() - before
 
 
 def _sync(device):
     if str(device).startswith("cuda"):
         torch.cuda.synchronize()
+
+
+def _device_name(device):
+    return torch.cuda.get_device_name(device) if device.startswith("cuda") else device
 
 
 def matmul_ceiling(device, size=1024, repeats=20):
@@ -122,16 +133,20 @@ def run_child(args):
 def child(args):
     torch.set_num_threads(1)
     if args["kind"] == "naive":
-        per_batch, memory = time_naive(args["dataset"], args["length"], args["batches"], args["device"])
+        per_batch, fixed, memory = time_naive(args["dataset"], args["length"], args["batches"], args["device"])
         networks = 1
     else:
-        per_batch, memory = time_ours(args["dataset"], args["networks"], args["length"], args["batches"], args["device"])
+        per_batch, fixed, memory = time_ours(args["dataset"], args["networks"], args["length"], args["batches"], args["device"])
         networks = args["networks"]
-    print(json.dumps({**args, "seconds_per_batch": per_batch, "memory_mb": memory, "networks": networks}))
+    if str(args["device"]).startswith("cuda"):
+        memory = torch.cuda.max_memory_allocated(args["device"]) / 2**20  # device memory, not host
+    record = {"seconds_per_batch": per_batch, "seconds_per_epoch_fixed": fixed, "memory_mb": memory}
+    print(json.dumps({**args, **record, "networks": networks}))
 
 
 def network_epoch_seconds(record, train_size, batch_size):
-    return record["seconds_per_batch"] * math.ceil(train_size / batch_size) / record["networks"]
+    epoch = record["seconds_per_batch"] * math.ceil(train_size / batch_size) + record["seconds_per_epoch_fixed"]
+    return epoch / record["networks"]
 
 
 @click.command()
@@ -152,16 +167,17 @@ def main(ks, length, batches, device, dataset, quick, child_args):
     spec = make_spec(dataset, TASKS[dataset])
     train_size, batch_size = spec.data.train_size, spec.recipe.batch_size
     step_flops = flops.forward_step_flops(spec.architecture) * flops.TRAINING_FACTOR * batch_size * length
-    ceiling = matmul_ceiling(device)
+    ceiling = matmul_ceiling(device, size=8192 if device.startswith("cuda") else 1024)
     base = {"dataset": dataset, "length": length, "batches": batches, "device": device}
     naive = run_child({**base, "kind": "naive"})
     records = [run_child({**base, "kind": "ours", "networks": int(k)}) for k in ks.split(",")]
     naive_epoch = network_epoch_seconds(naive, train_size, batch_size)
     naive_name = f"naive nn.{spec.architecture.cell.upper()}"
     click.echo(f"{dataset} {TASKS[dataset]}, length {length}, {train_size} training sequences, batch {batch_size}, "
-               f"1 thread, {device}; torch {torch.__version__}")
+               f"1 thread, {_device_name(device)}; torch {torch.__version__}")
     click.echo(f"large-matmul ceiling: {ceiling:.1f} GFLOP/s\n")
-    click.echo("| trainer | K | s per network-epoch | network-epochs/h/core | GFLOP/s | of ceiling | MB per network | vs naive |")
+    unit = "GPU" if device.startswith("cuda") else "core"
+    click.echo(f"| trainer | K | s per network-epoch | network-epochs/h/{unit} | GFLOP/s | of ceiling | MB per network | vs naive |")
     click.echo("|---|---|---|---|---|---|---|---|")
     rows = [(naive_name, naive)] + [("ours", r) for r in records]
     for label, record in rows:

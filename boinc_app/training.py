@@ -198,8 +198,9 @@ def run_epoch(spec, data, networks, data_index, device="cpu", rules=None, betwee
     train_loss = _train_one_epoch(spec, data, networks, params, optimizer, index, device, between_steps)
     scores = evaluate(spec.architecture, data, params, index, device)
     cpu_each = (time.process_time() - cpu_started) / len(networks)
+    stored = _on_cpu(params, optimizer)  # one transfer per tensor, not per network
     for k, network in enumerate(networks):
-        _store(network, params, optimizer, k)
+        _store(network, stored, k)
         network.epochs += 1
         network.cpu_seconds += cpu_each
         values = (train_loss[k], scores.loss[k], scores.accuracy[k], scores.post_trigger_accuracy[k], float(optimizer.lr[k]))
@@ -215,11 +216,17 @@ def _stack_plain(dicts, device):
     return {key: torch.stack([torch.from_numpy(d[key]) for d in dicts]).to(device) for key in dicts[0]}
 
 
-def _store(network, params, optimizer, k):
-    network.weights = {key: v.numpy() for key, v in ensemble.unstack(params, k).items()}
-    network.exp_avg = {key: v[k].cpu().numpy().copy() for key, v in optimizer.exp_avg.items()}
-    network.exp_avg_sq = {key: v[k].cpu().numpy().copy() for key, v in optimizer.exp_avg_sq.items()}
-    network.adam_step = int(optimizer.step_count[k])
+def _on_cpu(params, optimizer):
+    """Weights, Adam moments and steps of all networks as CPU tensors."""
+    on_cpu = lambda tensors: {key: v.detach().cpu() for key, v in tensors.items()}  # noqa: E731
+    return on_cpu(params), on_cpu(optimizer.exp_avg), on_cpu(optimizer.exp_avg_sq), optimizer.step_count.cpu()
+
+
+def _store(network, stored, k):
+    weights, exp_avg, exp_avg_sq, steps = stored
+    copy = lambda tensors: {key: v[k].numpy().copy() for key, v in tensors.items()}  # noqa: E731
+    network.weights, network.exp_avg, network.exp_avg_sq = copy(weights), copy(exp_avg), copy(exp_avg_sq)
+    network.adam_step = int(steps[k])
 
 
 def _train_one_epoch(spec, data, networks, params, optimizer, index, device, between_steps=None):
@@ -231,6 +238,11 @@ def _train_one_epoch(spec, data, networks, params, optimizer, index, device, bet
     steps = slice(0, max(lengths))
     inputs, targets, weights = (t[:, :, steps].to(device) for t in (train.inputs, train.targets, data.loss_weights))
     losses = torch.zeros(len(networks), dtype=torch.float64, device=device)
+    # no loss beyond a network's own curriculum length (a [K, 1, L, 1...] mask, None if all full)
+    within = None
+    if min(lengths) < steps.stop:
+        within = torch.arange(steps.stop) < torch.tensor(lengths)[:, None]
+        within = within.view(len(lengths), 1, steps.stop, *([1] * (weights.dim() - 3))).to(device, weights.dtype)
     batches = 0
     for start in range(0, size, batch):
         if between_steps is not None:
@@ -238,9 +250,7 @@ def _train_one_epoch(spec, data, networks, params, optimizer, index, device, bet
         rows = orders[:, start : start + batch]
         which = (index[:, None], rows)
         logits = ensemble.forward(spec.architecture, params, inputs[which])
-        batch_weights = weights[which]  # a copy: advanced indexing
-        for k, length in enumerate(lengths):
-            batch_weights[k, :, length:] = 0  # no loss beyond a network's own curriculum length
+        batch_weights = weights[which] if within is None else weights[which] * within
         loss = per_network_loss(data.kind, logits, targets[which], batch_weights)
         for p in params.values():
             p.grad = None

@@ -1,0 +1,12 @@
+#!/bin/bash
+# The GPU checks in one pass (for a lent CUDA machine with torch, h5py, click, lxml installed):
+# the gpu-marked tests, the speed table for K 256..8192, and a profile of one epoch.
+# Outputs go to $OUT (default /tmp/gpu-checks). Run from the repository root.
+export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
+OUT=${OUT:-/tmp/gpu-checks}
+mkdir -p "$OUT"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+python3 -c "import sys, torch; print(sys.version.split()[0], torch.__version__, torch.cuda.get_device_name())"
+timeout "${TEST_SECONDS:-150}" python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_boinc_app_standalone.py 2>&1 | tee "$OUT/gpu-tests.txt"
+timeout "${BENCH_SECONDS:-300}" python3 bench/train_speed.py --device cuda --ks "${KS:-256,512,1024,2048,4096,8192}" --batches "${BATCHES:-8}" 2>&1 | tee "$OUT/train-speed-cuda.txt"
+timeout "${PROFILE_SECONDS:-60}" python3 bench/profile_epoch.py --device cuda --networks "${PROFILE_K:-2048}" --batches 4 2>&1 | tee "$OUT/profile-cuda.txt"
