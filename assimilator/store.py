@@ -1,6 +1,7 @@
 """The dataset store: every finished network of a dataset, as one weight matrix per machine.
 
-Layout of a store file (``format_version`` 1; releases use the same layout)::
+Layout of a store file (``format_version`` 2; releases use the same layout; version 1 files, which
+lack the ``restarts`` and ``last_restart_epoch`` columns, are read with zeros there)::
 
     /                         attrs: format, format_version, dataset, spec_version,
                                      architecture (JSON), parameter_layout (JSON [[key, shape], ...])
@@ -33,8 +34,10 @@ from boinc_app.networks import Architecture, expected_shapes
 from boinc_app.training import CONVERGED, TRAINING
 
 STORE_FORMAT = "mlds-dataset-store"
-STORE_FORMAT_VERSION = 1
+STORE_FORMAT_VERSION = 2
+READABLE_STORE_VERSIONS = (1, 2)
 
+ADDED_IN_VERSION = {"restarts": 2, "last_restart_epoch": 2}  # columns older files lack (read as 0)
 # metadata column -> numpy dtype ("str" columns are variable-length UTF-8 strings in the file)
 COLUMNS = {
     "index": np.int64,
@@ -44,6 +47,10 @@ COLUMNS = {
     "converged": np.bool_,
     "status": str,
     "epochs": np.int64,
+    # times the restart rule re-initialised the network, and after which epoch it last did: the
+    # stored weights grew from seed training.restart_seed(init_seed, restarts) (init_seed if 0)
+    "restarts": np.int64,
+    "last_restart_epoch": np.int64,
     "train_loss": np.float64,
     "validation_loss": np.float64,
     "validation_accuracy": np.float64,
@@ -139,6 +146,8 @@ def _row(network, spec, attrs):
         "converged": network.status == CONVERGED,
         "status": network.status,
         "epochs": network.epochs,
+        "restarts": len(network.restart_epochs),
+        "last_restart_epoch": network.restart_epochs[-1] if network.restart_epochs else 0,
         "train_loss": history["train_loss"][-1],
         "validation_loss": history["validation_loss"][-1],
         "validation_accuracy": history["validation_accuracy"][-1],
@@ -225,7 +234,8 @@ def read_store_file(source):
     try:
         with h5py.File(source, "r", locking=False) as f:
             header = _read_header(f.attrs)
-            return header, {task: _read_task(f, task, header) for task in f.keys()}
+            version = int(f.attrs["format_version"])
+            return header, {task: _read_task(f, task, header, version) for task in f.keys()}
     except StoreError:
         raise
     except (OSError, KeyError, TypeError, ValueError) as exc:
@@ -236,9 +246,9 @@ def _read_header(attrs):
     if attrs.get("format") != STORE_FORMAT:
         raise StoreError(f"not an mlds dataset file (format {attrs.get('format')!r})")
     version = int(attrs.get("format_version", -1))
-    if version != STORE_FORMAT_VERSION:
+    if version not in READABLE_STORE_VERSIONS:
         raise StoreError(
-            f"dataset format_version {version} is not known to this mlds (it reads {STORE_FORMAT_VERSION}); upgrade mlds"
+            f"dataset format_version {version} is not known to this mlds (it reads {READABLE_STORE_VERSIONS}); upgrade mlds"
         )
     architecture = Architecture.from_dict(json.loads(attrs["architecture"]))
     header = StoreHeader(str(attrs["dataset"]), int(attrs["spec_version"]), architecture)
@@ -248,13 +258,16 @@ def _read_header(attrs):
     return header
 
 
-def _read_task(f, task, header):
+def _read_task(f, task, header, version):
     group = f[task]
     weights = np.asarray(group["weights"][()], dtype=np.float32)
     if weights.ndim != 2 or weights.shape[1] != header.n_params:
         raise StoreError(f"{task}/weights has shape {weights.shape}, expected (N, {header.n_params})")
     columns = {}
     for name, kind in COLUMNS.items():
+        if version < ADDED_IN_VERSION.get(name, 1):
+            columns[name] = np.zeros(weights.shape[0], dtype=kind)
+            continue
         values = group["networks"][name]
         data = values.asstr()[()] if kind is str else values[()]
         columns[name] = np.asarray(data, dtype=_numpy_dtype(kind))

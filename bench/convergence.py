@@ -32,7 +32,7 @@ from workgen.specs import make_spec, with_data, with_recipe  # noqa: E402
 
 RECIPE_OPTIONS = (
     "learning_rate", "eps", "clip_norm", "post_trigger_weight", "anneal_factor", "anneal_accuracy", "gate_bias",
-    "curriculum_epochs", "recurrent_orthogonal_gain",
+    "curriculum_epochs", "recurrent_orthogonal_gain", "restart_patience", "restart_min_gain",
 )  # fmt: skip
 DATA_OPTIONS = {"train_size": int, "near_miss_probability": float}
 
@@ -115,6 +115,7 @@ def record(spec, state):
         "cap": spec.max_epochs,
         "converged": state.status == training.CONVERGED,
         "epochs": state.epochs,
+        "restart_epochs": list(state.restart_epochs),
         "cpu_seconds": state.cpu_seconds,
         "accuracy": history["validation_accuracy"][-1],
         "best_accuracy": max(history["validation_accuracy"]),
@@ -191,7 +192,7 @@ def main(machine_list, seeds, cap, quick, threads, jsonl, snapshot, state_dir, t
         key, value = item.split("=", 1)
         if key not in RECIPE_OPTIONS and key not in DATA_OPTIONS:
             raise click.BadParameter(f"unknown field {key!r}; choose from {RECIPE_OPTIONS + tuple(DATA_OPTIONS)}")
-        changes[key] = {**DATA_OPTIONS, "curriculum_epochs": int}.get(key, float)(value)
+        changes[key] = {**DATA_OPTIONS, "curriculum_epochs": int, "restart_patience": int}.get(key, float)(value)
     specs, rules = build_runs(names, seed_list, cap, changes)
     started = time.monotonic()
     records = train_all(specs, rules, snapshot=snapshot, state_dir=state_dir)

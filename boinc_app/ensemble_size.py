@@ -11,11 +11,12 @@ of the workunit at once, up to a memory budget.
 CPU_GRU_NETWORKS = 64
 CPU_LSTM_NETWORKS = 8
 GPU_MAX_NETWORKS = 8192
-GPU_MEMORY_SHARE = 0.5
+GPU_MEMORY_SHARE = 0.6
 # float32 values kept per network, per layer, time step and sequence of a batch of 32 during a
-# training step, in units of the hidden size: gates, states and their gradients (~12 H), measured
-# against the CPU trainer's peak memory (bench/train_speed.py: ~4.3 MB per DS1 network at L = 50)
-VALUES_PER_HIDDEN_UNIT = 12
+# training step, in units of the hidden size: gates, states and their gradients (~9 H). Measured on
+# an H100: 5.2 MB per DS1 network at L = 100 (torch.cuda.max_memory_allocated / K, K = 256..8192,
+# docs/speed.md); this gives 5.5 MB
+VALUES_PER_HIDDEN_UNIT = 9
 BATCH = 32
 
 

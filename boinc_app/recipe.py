@@ -32,10 +32,20 @@ class Recipe:
     # first ``curriculum_epochs`` epochs (0 = off); validation always uses full sequences
     curriculum_epochs: int = 0
     curriculum_start_length: int = 10
+    # > 0: a network whose best validation accuracy since its last (re)initialisation rose by less
+    # than ``restart_min_gain`` over the last ``restart_patience`` epochs is re-initialised from a
+    # seed derived from its init seed (``training.restart_seed``); 0 = never
+    restart_patience: int = 0
+    restart_min_gain: float = 0.001
 
     def to_dict(self):
+        """All fields, except those added after SPEC_VERSION 4 while at their defaults: so a spec
+        written before they existed keeps its canonical JSON, and its fingerprint."""
         values = asdict(self)
         values["betas"] = list(self.betas)
+        for name, default in LATER_FIELD_DEFAULTS.items():
+            if values[name] == default:
+                del values[name]
         return values
 
     @classmethod
@@ -48,6 +58,11 @@ class Recipe:
         if "betas" in values:
             values["betas"] = tuple(float(b) for b in values["betas"])
         return cls(**values)
+
+
+# fields added after SPEC_VERSION 4, left out of the canonical JSON at these defaults (which must
+# therefore never change: a spec without the field means this value)
+LATER_FIELD_DEFAULTS = {"restart_patience": 0, "restart_min_gain": 0.001}
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,15 @@
 """The result file (and checkpoint): HDF5, one group per network, never pickle.
 
-Layout (``format_version`` 1)::
+Layout (``format_version`` 2; version 1 files, which lack ``restart_epochs``, are still read)::
 
     /                       attrs: format, format_version, spec_version, app_version,
                                    torch_version, platform, device, wu_name, dataset, task,
                                    spec (the workunit spec JSON), spec_sha256, complete,
                                    wall_seconds
     /networks/<key>/        attrs: init_seed, order_seed, epochs, start_epoch, status,
-                                   converged, cpu_seconds, adam_step
+                                   converged, cpu_seconds, adam_step,
+                                   restart_epochs (int64 [n]: epochs after which the
+                                   restart rule re-initialised it; empty if never)
         <state_dict key>    float32 tensor, named exactly as in the reference module
         history/<field>     float64 [epochs]: train_loss, validation_loss, validation_accuracy,
                             post_trigger_accuracy, learning_rate
@@ -40,7 +42,8 @@ from boinc_app.training import CAPPED, CONVERGED, HISTORY_FIELDS, TRAINING, Netw
 from boinc_app.workunit_spec import SpecError, spec_from_dict
 
 RESULT_FORMAT = "mlds-result"
-RESULT_FORMAT_VERSION = 1
+RESULT_FORMAT_VERSION = 2
+READABLE_FORMAT_VERSIONS = (1, 2)  # 1: before restart_epochs
 STATUSES = (TRAINING, CONVERGED, CAPPED)
 
 
@@ -105,6 +108,7 @@ def _write_network(group, network):
             "converged": network.status == CONVERGED,
             "cpu_seconds": float(network.cpu_seconds),
             "adam_step": network.adam_step,
+            "restart_epochs": np.asarray(network.restart_epochs, dtype=np.int64),
         }
     )
     for key, value in network.weights.items():
@@ -152,7 +156,8 @@ def _read(path, spec, max_bytes):
         if set(f.keys()) != {"networks"}:
             raise ResultFileError(f"unexpected objects at the top level: {sorted(set(f.keys()) - {'networks'})}")
         shapes = expected_shapes(spec.architecture)
-        states = [_read_network(_group(networks, key), key, shapes) for key in expected_keys]
+        version = attrs["format_version"]
+        states = [_read_network(_group(networks, key), key, shapes, version) for key in expected_keys]
     state = RunState(spec_fingerprint=attrs["spec_sha256"], networks=states, wall_seconds=float(attrs["wall_seconds"]))
     return spec, state, attrs
 
@@ -168,9 +173,10 @@ def _plain(value):
 def _check_root(attrs):
     if attrs.get("format") != RESULT_FORMAT:
         raise ResultFileError(f"not an mlds result file (format attribute {attrs.get('format')!r})")
-    if attrs.get("format_version") != RESULT_FORMAT_VERSION:
+    version = attrs.get("format_version")
+    if isinstance(version, bool) or version not in READABLE_FORMAT_VERSIONS:
         raise ResultFileError(
-            f"unknown result format_version {attrs.get('format_version')!r}; this reader knows {RESULT_FORMAT_VERSION}"
+            f"unknown result format_version {version!r}; this reader knows {READABLE_FORMAT_VERSIONS}"
         )
     for name in ("spec", "spec_sha256", "wall_seconds", "complete"):
         if name not in attrs:
@@ -202,7 +208,7 @@ def _group(parent, name):
     return obj
 
 
-def _read_network(group, key, shapes):
+def _read_network(group, key, shapes, version):
     expected = set(shapes) | {"history", "adam"}
     if set(group.keys()) != expected:
         missing, extra = sorted(expected - set(group.keys())), sorted(set(group.keys()) - expected)
@@ -240,7 +246,19 @@ def _read_network(group, key, shapes):
         status=status,
         cpu_seconds=float(attrs.get("cpu_seconds", 0.0)),
         history=history,
+        restart_epochs=_restart_epochs(attrs, epochs, key) if version >= 2 else [],
     )
+
+
+def _restart_epochs(attrs, epochs, key):
+    """A strictly increasing list of epochs in ``1..epochs``."""
+    value = attrs.get("restart_epochs")
+    if not isinstance(value, np.ndarray) or value.ndim != 1 or value.dtype.kind not in "iu":
+        raise ResultFileError(f"network {key}: attribute 'restart_epochs' must be a 1-D integer array")
+    restarts = [int(v) for v in value]
+    if any(not 1 <= v <= epochs for v in restarts) or any(b <= a for a, b in zip(restarts, restarts[1:])):
+        raise ResultFileError(f"network {key}: restart_epochs {restarts} are not increasing epochs within 1..{epochs}")
+    return restarts
 
 
 def _integer(attrs, name, key):

@@ -48,6 +48,7 @@ class NetworkState:
     status: str = TRAINING
     cpu_seconds: float = 0.0
     history: dict = field(default_factory=lambda: {name: [] for name in HISTORY_FIELDS})
+    restart_epochs: list = field(default_factory=list)  # epochs after which it was re-initialised
 
 
 @dataclass
@@ -68,18 +69,63 @@ class RunState:
 
 
 def initial_state(spec):
-    """Fresh networks: PyTorch's default initialisation from each network's ``init_seed``."""
+    """Fresh networks, initialised from each network's ``init_seed`` (``initial_weights``)."""
     networks = []
     for seeds in spec.networks:
-        module = build_network(spec.architecture, seeds.init_seed)
-        weights = {k: v.detach().numpy().copy() for k, v in module.state_dict().items()}
-        _add_gate_bias(spec.architecture, weights, spec.recipe.gate_bias)
-        _orthogonal_recurrent(spec.architecture, weights, spec.recipe.recurrent_orthogonal_gain, seeds.init_seed)
+        weights = initial_weights(spec.architecture, spec.recipe, seeds.init_seed)
         zeros = {k: np.zeros_like(v) for k, v in weights.items()}
         networks.append(
             NetworkState(seeds.key, seeds.init_seed, seeds.order_seed, weights, zeros, {k: v.copy() for k, v in zeros.items()})
         )
     return RunState(spec_fingerprint=spec.fingerprint(), networks=networks)
+
+
+def initial_weights(arch, recipe, init_seed):
+    """PyTorch's default initialisation drawn from ``init_seed``, then the recipe's changes."""
+    module = build_network(arch, init_seed)
+    weights = {k: v.detach().numpy().copy() for k, v in module.state_dict().items()}
+    _add_gate_bias(arch, weights, recipe.gate_bias)
+    _orthogonal_recurrent(arch, weights, recipe.recurrent_orthogonal_gain, init_seed)
+    return weights
+
+
+def restart_seed(init_seed, restart):
+    """The initialisation seed of a network's ``restart``-th re-initialisation (1, 2, ...)."""
+    return derive_seed("mlds", "restart", init_seed, restart) >> 2  # room for the orthogonal offset
+
+
+def stalled(recipe, network):
+    """The restart rule: over the last ``restart_patience`` epochs, the best validation accuracy
+    since the network's last (re)initialisation rose by less than ``restart_min_gain``."""
+    patience = recipe.restart_patience
+    since = network.restart_epochs[-1] if network.restart_epochs else 0
+    accuracy = network.history["validation_accuracy"][since:]
+    if not patience or len(accuracy) <= patience:
+        return False
+    return max(accuracy) - max(accuracy[:-patience]) < recipe.restart_min_gain
+
+
+def replay_restarts(recipe, accuracy, asked_after_last):
+    """The restart epochs the rule gives a network with this validation ``accuracy`` history (the
+    validator's check of a claim). The rule is asked after every epoch but the last of a network
+    that stopped there (converged or capped): ``asked_after_last`` is false for those."""
+    patience, restarts, best = recipe.restart_patience, [], []  # best: running max since the start
+    for epoch in range(1, len(accuracy) + (1 if asked_after_last else 0)):
+        best.append(max(best[-1], accuracy[epoch - 1]) if best else accuracy[epoch - 1])
+        if patience and len(best) > patience and best[-1] - best[-1 - patience] < recipe.restart_min_gain:
+            restarts.append(epoch)
+            best = []
+    return restarts
+
+
+def restart(arch, recipe, network):
+    """Re-initialise a stalled network from its next restart seed; epochs and history go on."""
+    network.restart_epochs.append(network.epochs)
+    seed = restart_seed(network.init_seed, len(network.restart_epochs))
+    network.weights = initial_weights(arch, recipe, seed)
+    network.exp_avg = {k: np.zeros_like(v) for k, v in network.weights.items()}
+    network.exp_avg_sq = {k: np.zeros_like(v) for k, v in network.weights.items()}
+    network.adam_step = 0
 
 
 def _add_gate_bias(arch, weights, amount):
@@ -210,6 +256,8 @@ def run_epoch(spec, data, networks, data_index, device="cpu", rules=None, betwee
             network.status = CONVERGED
         elif network.epochs >= spec.max_epochs:
             network.status = CAPPED
+        elif stalled(spec.recipe, network):
+            restart(spec.architecture, spec.recipe, network)
 
 
 def _stack_plain(dicts, device):

@@ -120,6 +120,27 @@ def test_a_result_of_another_spec_version_is_refused(tmp_path):
         store.ingest(dataclasses.replace(spec, spec_version=1), state, attrs)
 
 
+def test_restarts_are_stored_as_count_and_last_epoch(tmp_path):
+    store = DatasetStore(tmp_path, "DS1")
+    spec, state, attrs = made_result()
+    state.networks[1].restart_epochs = [2, 4]
+    store.ingest(spec, state, attrs)
+    columns = store.read()[1]["ParityMachine"].columns
+    assert columns["restarts"].tolist() == [0, 2] and columns["last_restart_epoch"].tolist() == [0, 4]
+
+
+def test_version_1_store_files_read_with_zero_restarts(tmp_path):
+    store = DatasetStore(tmp_path, "DS1")
+    store.ingest(*made_result())
+    store.consolidate()
+    with h5py.File(store.path, "r+") as f:
+        f.attrs["format_version"] = 1
+        for name in ("restarts", "last_restart_epoch"):
+            del f[f"ParityMachine/networks/{name}"]
+    columns = read_store_file(store.path)[1]["ParityMachine"].columns
+    assert columns["restarts"].tolist() == [0, 0] and columns["epochs"].tolist() == [5, 5]
+
+
 def test_unknown_format_version_is_refused_with_a_clear_message(tmp_path):
     store = DatasetStore(tmp_path, "DS1")
     store.ingest(*made_result())

@@ -8,7 +8,7 @@ def test_ensemble_size_per_device():
     lstm = automaton_architecture(4, 6)
     assert ensemble_size("cpu", DEVICE_ARCHITECTURE, 50) == 64
     assert ensemble_size("cpu", lstm, 50) == 8
-    # a GPU takes as many networks as half its free memory holds, within bounds
+    # a GPU takes as many networks as 60 % of its free memory holds, within bounds
     assert ensemble_size("cuda:0", DEVICE_ARCHITECTURE, 50, free_bytes=80 << 30) == GPU_MAX_NETWORKS
     small = ensemble_size("cuda:0", lstm, 50, free_bytes=8 << 30)
     assert 100 < small < ensemble_size("cuda:0", DEVICE_ARCHITECTURE, 50, free_bytes=8 << 30)

@@ -11,7 +11,7 @@ from boinc_app.trainer import TrainerConfig, run_trainer
 from boinc_app.result_file import read_result
 from boinc_app.workunit_spec import write_spec
 from tests.conftest import SilentControl
-from workgen.specs import make_spec
+from workgen.specs import make_spec, with_data, with_recipe
 
 
 class QuitAfter(SilentControl):
@@ -31,7 +31,7 @@ class QuitAfter(SilentControl):
 def assert_same_networks(a, b):
     assert [n.key for n in a.networks] == [n.key for n in b.networks]
     for x, y in zip(a.networks, b.networks):
-        assert (x.epochs, x.status, x.adam_step) == (y.epochs, y.status, y.adam_step)
+        assert (x.epochs, x.status, x.adam_step, x.restart_epochs) == (y.epochs, y.status, y.adam_step, y.restart_epochs)
         for key in x.weights:
             assert np.array_equal(x.weights[key], y.weights[key]), key
             assert np.array_equal(x.exp_avg_sq[key], y.exp_avg_sq[key]), key
@@ -185,3 +185,81 @@ def test_initialisation_options_shift_gate_biases_and_make_recurrent_blocks_orth
     np.testing.assert_array_equal(changed["rnn.weight_ih_l0"], plain["rnn.weight_ih_l0"])
     again = training.initial_state(with_recipe(plain_spec, recurrent_orthogonal_gain=0.9)).networks[0].weights
     np.testing.assert_array_equal(again["rnn.weight_hh_l3"], changed["rnn.weight_hh_l3"])
+
+
+def _network_with_accuracies(accuracies, restart_epochs=()):
+    network = training.initial_state(make_spec("DS1", "SingleDirectMachine")).networks[0]
+    network.history["validation_accuracy"] = list(accuracies)
+    network.restart_epochs = list(restart_epochs)
+    return network
+
+
+@pytest.mark.parametrize(
+    "accuracies, restarts, expected",
+    [
+        ([0.5, 0.9, 0.9, 0.9], (), True),  # best 0.9 both before and within the last 2 epochs
+        ([0.5, 0.9, 0.9, 0.9005], (), True),  # a gain below restart_min_gain (0.001)
+        ([0.5, 0.9, 0.9, 0.902], (), False),
+        ([0.5, 0.9, 0.9], (), False),  # no more epochs than the patience since the start
+        ([0.5, 0.9, 0.9, 0.9, 0.6, 0.7], (4,), False),  # the window restarts with the network
+        ([0.5, 0.9, 0.9, 0.9, 0.6, 0.6, 0.6], (4,), True),
+    ],
+)
+def test_stalled_compares_the_best_accuracy_before_and_within_the_patience(accuracies, restarts, expected):
+    recipe = dataclasses.replace(make_spec("DS1", "SingleDirectMachine").recipe, restart_patience=2, restart_min_gain=0.001)
+    assert training.stalled(recipe, _network_with_accuracies(accuracies, restarts)) is expected
+
+
+@pytest.mark.parametrize("patience, gain", [(2, 0.001), (3, 0.05), (1, 0.0)])
+def test_replayed_restarts_match_asking_stalled_after_every_epoch(patience, gain):
+    recipe = dataclasses.replace(make_spec("DS1", "SingleDirectMachine").recipe, restart_patience=patience, restart_min_gain=gain)
+    accuracy = list(np.random.default_rng(patience).choice([0.5, 0.7, 0.9, 0.95], size=60))
+    network = _network_with_accuracies([])
+    for value in accuracy:
+        network.history["validation_accuracy"].append(value)
+        if training.stalled(recipe, network):
+            network.restart_epochs.append(len(network.history["validation_accuracy"]))
+    assert training.replay_restarts(recipe, accuracy, True) == network.restart_epochs
+    assert network.restart_epochs  # the case exercises restarts
+
+
+def test_restart_patience_zero_never_restarts():
+    assert not training.stalled(make_spec("DS1", "SingleDirectMachine").recipe, _network_with_accuracies([0.5] * 500))
+
+
+@pytest.fixture(scope="module")
+def restarting_spec():
+    """Every network counts as stalled once it has two epochs since its last start."""
+    spec = make_spec("DS1", "ParityMachine", networks=2, seed=7, max_epochs=5)
+    spec = with_data(spec, train_size=64, validation_size=32)
+    return with_recipe(spec, restart_patience=1, restart_min_gain=1.0)
+
+
+def test_a_stalled_network_starts_again_from_its_restart_seed(restarting_spec):
+    spec = restarting_spec
+    state = train_fresh(dataclasses.replace(spec, epoch_budget=2))
+    for network in state.networks:
+        assert network.restart_epochs == [2] and network.epochs == 2 and network.adam_step == 0
+        fresh = training.initial_weights(spec.architecture, spec.recipe, training.restart_seed(network.init_seed, 1))
+        for key, value in fresh.items():
+            assert np.array_equal(network.weights[key], value), key
+            assert not network.exp_avg[key].any() and not network.exp_avg_sq[key].any()
+    assert len(state.networks[0].history["validation_accuracy"]) == 2  # the history goes on
+    assert training.restart_seed(7, 1) != training.restart_seed(7, 2) != training.restart_seed(8, 1)
+
+
+@pytest.mark.parametrize("quit_after", [2, 3])
+def test_resume_across_a_restart_is_exact(tmp_path, restarting_spec, quit_after):
+    uninterrupted = train_fresh(restarting_spec)
+    assert uninterrupted.networks[0].restart_epochs == [2, 4]
+    for network in uninterrupted.networks:  # capped at epoch 5: the rule was not asked after it
+        accuracy = network.history["validation_accuracy"]
+        assert training.replay_restarts(restarting_spec.recipe, accuracy, False) == network.restart_epochs
+        assert training.replay_restarts(restarting_spec.recipe, accuracy[:4], True) == [2, 4]
+    spec_path, out = tmp_path / "spec.json", tmp_path / "result.h5"
+    write_spec(restarting_spec, spec_path)
+    config = TrainerConfig(str(spec_path), str(out))
+    with pytest.raises(training.QuitRequested):
+        run_trainer(config, lambda write: QuitAfter(write, quit_after))
+    run_trainer(config, SilentControl)
+    assert_same_networks(read_result(out, spec=restarting_spec)[1], uninterrupted)

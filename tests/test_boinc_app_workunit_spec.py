@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import pytest
@@ -23,6 +24,16 @@ def test_spec_records_generator_seeds_sizes_and_recipe(tmp_path):
     assert document["data"]["train_size"] == 4000 and document["data"]["validation_size"] == 1000 and document["data"]["length"] == 50
     assert document["recipe"]["learning_rate"] > 0
     assert document["convergence"]["accuracy"] == 0.999
+
+
+def test_a_spec_written_before_the_restart_fields_keeps_its_fingerprint():
+    spec = make_spec("DS3", "automaton-007")  # a recipe with the restart rule off
+    document = spec.to_dict()
+    assert "restart_patience" not in document["recipe"] and "restart_min_gain" not in document["recipe"]
+    old = spec_from_dict(json.loads(json.dumps(document)))
+    assert old.recipe.restart_patience == 0 and old.fingerprint() == spec.fingerprint()
+    on = dataclasses.replace(spec, recipe=dataclasses.replace(spec.recipe, restart_patience=50, restart_min_gain=0.002))
+    assert spec_from_dict(on.to_dict()).recipe == on.recipe
 
 
 def test_ds1_and_ds2_share_training_data_seeds():

@@ -231,7 +231,28 @@ INVALID_CASES = {
         "history post_trigger_accuracy holds NaN or Inf",
     ),
     # root attributes
-    "format_version_2": (set_attr("/", "format_version", 2), "unknown result format_version 2"),
+    "format_version_3": (set_attr("/", "format_version", 3), "unknown result format_version 3"),
+    "format_version_true": (set_attr("/", "format_version", True), "unknown result format_version True"),
+    "restart_epochs_missing": (
+        lambda f: f[NET].attrs.__delitem__("restart_epochs"),
+        "attribute 'restart_epochs' must be a 1-D integer array",
+    ),
+    "restart_epochs_floats": (
+        set_attr(NET, "restart_epochs", np.array([1.5])),
+        "attribute 'restart_epochs' must be a 1-D integer array",
+    ),
+    "restart_epochs_decreasing": (
+        set_attr(NET, "restart_epochs", np.array([2, 1], dtype=np.int64)),
+        "restart_epochs [2, 1] are not increasing epochs",
+    ),
+    "restart_epochs_the_rule_did_not_give": (
+        set_attr(NET, "restart_epochs", np.array([1], dtype=np.int64)),
+        "restart_epochs [1] are not the rule's []",
+    ),
+    "restart_epochs_beyond_training": (
+        set_attr(NET, "restart_epochs", np.array([99], dtype=np.int64)),
+        "restart_epochs [99] are not increasing epochs within 1..2",
+    ),
     "format_version_string": (set_attr("/", "format_version", "1"), "unknown result format_version '1'"),
     "format_version_missing": (lambda f: f.attrs.__delitem__("format_version"), "unknown result format_version None"),
     "wrong_format": (set_attr("/", "format", "mlds-checkpoint"), "not an mlds result file (format attribute 'mlds-checkpoint')"),

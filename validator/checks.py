@@ -27,7 +27,7 @@ import torch
 from boinc_app.networks import build_network, expected_shapes
 from boinc_app.result_file import ResultFileError, read_result
 from boinc_app.task_data import score_counts, scores_from_counts, task_data
-from boinc_app.training import CAPPED, CONVERGED, HISTORY_FIELDS, TRAINING
+from boinc_app.training import CAPPED, CONVERGED, HISTORY_FIELDS, TRAINING, replay_restarts
 from boinc_app.workunit_spec import SpecError, read_spec
 
 VALID, INVALID, TRANSIENT = "valid", "invalid", "transient"
@@ -107,6 +107,9 @@ def check_bookkeeping(spec, seeds, network):
         raise InvalidResult(f"network {key}: marked capped at {network.epochs} epochs, cap is {spec.max_epochs}")
     if network.epochs == 0:
         raise InvalidResult(f"network {key}: was never trained")
+    replayed = replay_restarts(spec.recipe, network.history["validation_accuracy"], network.status == TRAINING)
+    if network.restart_epochs != replayed:
+        raise InvalidResult(f"network {key}: restart_epochs {network.restart_epochs} are not the rule's {replayed}")
 
 
 def check_finite(spec, network):
