@@ -97,6 +97,8 @@ def release_readme(header, tables, count):
             "per network: its `state_dict` tensors flattened in the order of the root attribute",
             "`parameter_layout` and concatenated), and `networks/<column>`, one metadata column per dataset",
             "(index, seeds, epochs, losses, accuracies, converged, status, workunit, provenance).",
+            "`restarts` counts how often a stalled network was re-initialised (spec §4a, restart rule); its",
+            "weights then grew from a restart seed over the epochs after `last_restart_epoch`.",
             f"Network architecture (root attribute `architecture`): {header.architecture.to_dict()}.",
             "",
             "## Loading",

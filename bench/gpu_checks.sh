@@ -9,4 +9,4 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 python3 -c "import sys, torch; print(sys.version.split()[0], torch.__version__, torch.cuda.get_device_name())"
 timeout "${TEST_SECONDS:-150}" python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_boinc_app_standalone.py 2>&1 | tee "$OUT/gpu-tests.txt"
 timeout "${BENCH_SECONDS:-300}" python3 bench/train_speed.py --device cuda --ks "${KS:-256,512,1024,2048,4096,8192}" --batches "${BATCHES:-8}" 2>&1 | tee "$OUT/train-speed-cuda.txt"
-timeout "${PROFILE_SECONDS:-60}" python3 bench/profile_epoch.py --device cuda --networks "${PROFILE_K:-2048}" --batches 4 2>&1 | tee "$OUT/profile-cuda.txt"
+timeout "${PROFILE_SECONDS:-150}" python3 bench/profile_epoch.py --device cuda --networks "${PROFILE_K:-2048}" --batches "${PROFILE_BATCHES:-2}" 2>&1 | tee "$OUT/profile-cuda.txt"

@@ -126,8 +126,12 @@ def matmul_ceiling(device, size=1024, repeats=20):
 def run_child(args):
     """One configuration in a fresh process; returns its JSON record."""
     command = [sys.executable, __file__, "--child", json.dumps(args)]
-    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-    return json.loads(output.strip().splitlines()[-1])
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:  # e.g. out of device memory: say so, measure the rest
+        reason = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        click.echo(f"K = {args.get('networks', 1)} failed: {reason}", err=True)
+        return None
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def child(args):
@@ -170,7 +174,9 @@ def main(ks, length, batches, device, dataset, quick, child_args):
     ceiling = matmul_ceiling(device, size=8192 if device.startswith("cuda") else 1024)
     base = {"dataset": dataset, "length": length, "batches": batches, "device": device}
     naive = run_child({**base, "kind": "naive"})
-    records = [run_child({**base, "kind": "ours", "networks": int(k)}) for k in ks.split(",")]
+    if naive is None:
+        raise click.ClickException("the naive baseline failed (see above)")
+    records = [r for r in (run_child({**base, "kind": "ours", "networks": int(k)}) for k in ks.split(",")) if r]
     naive_epoch = network_epoch_seconds(naive, train_size, batch_size)
     naive_name = f"naive nn.{spec.architecture.cell.upper()}"
     click.echo(f"{dataset} {TASKS[dataset]}, length {length}, {train_size} training sequences, batch {batch_size}, "

@@ -86,5 +86,6 @@ class ConvergenceRule:
         return cls(**values)
 
 
-DEVICE_RECIPE = Recipe(recurrent_orthogonal_gain=1.0)  # SPEC_VERSION 3
+# SPEC_VERSION 3: orthogonal recurrent blocks; SPEC_VERSION 5: the restart rule
+DEVICE_RECIPE = Recipe(recurrent_orthogonal_gain=1.0, restart_patience=50, restart_min_gain=0.001)
 AUTOMATON_RECIPE = Recipe(learning_rate=1e-3)

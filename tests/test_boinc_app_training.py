@@ -210,7 +210,7 @@ def test_stalled_compares_the_best_accuracy_before_and_within_the_patience(accur
     assert training.stalled(recipe, _network_with_accuracies(accuracies, restarts)) is expected
 
 
-@pytest.mark.parametrize("patience, gain", [(2, 0.001), (3, 0.05), (1, 0.0)])
+@pytest.mark.parametrize("patience, gain", [(2, 0.001), (3, 0.05), (1, 0.01)])
 def test_replayed_restarts_match_asking_stalled_after_every_epoch(patience, gain):
     recipe = dataclasses.replace(make_spec("DS1", "SingleDirectMachine").recipe, restart_patience=patience, restart_min_gain=gain)
     accuracy = list(np.random.default_rng(patience).choice([0.5, 0.7, 0.9, 0.95], size=60))
@@ -223,8 +223,13 @@ def test_replayed_restarts_match_asking_stalled_after_every_epoch(patience, gain
     assert network.restart_epochs  # the case exercises restarts
 
 
-def test_restart_patience_zero_never_restarts():
-    assert not training.stalled(make_spec("DS1", "SingleDirectMachine").recipe, _network_with_accuracies([0.5] * 500))
+def test_restart_patience_zero_never_restarts_and_devices_restart_since_spec_version_5():
+    recipe = make_spec("DS1", "SingleDirectMachine").recipe
+    assert (recipe.restart_patience, recipe.restart_min_gain) == (50, 0.001)
+    assert training.stalled(recipe, _network_with_accuracies([0.5] * 51))
+    off = dataclasses.replace(recipe, restart_patience=0)
+    assert not training.stalled(off, _network_with_accuracies([0.5] * 500))
+    assert make_spec("DS3", "automaton-000").recipe.restart_patience == 0
 
 
 @pytest.fixture(scope="module")
