@@ -68,6 +68,7 @@ def train_all(specs, rules, progress=True, snapshot=None, state_dir=None):
     data = stack_tasks(specs)
     states = [load_state(spec, state_dir) for spec in specs]
     template = specs[0]
+    written_final = set()  # networks whose stopped state is already in state_dir
     started = time.monotonic()
     while True:
         active = [k for k, s in enumerate(states) if s.status == training.TRAINING]
@@ -78,10 +79,10 @@ def train_all(specs, rules, progress=True, snapshot=None, state_dir=None):
         )
         epoch = max(s.epochs for s in states)
         if epoch % 10 == 0:
-            save_states(specs, states, snapshot, state_dir)
+            save_states(specs, states, snapshot, state_dir, written_final)
         if progress:
             print(f"epoch {epoch}: {len(active)} training, {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
-    save_states(specs, states, snapshot, state_dir)
+    save_states(specs, states, snapshot, state_dir, written_final)
     return [record(spec, state) for spec, state in zip(specs, states)]
 
 
@@ -95,14 +96,19 @@ def load_state(spec, state_dir):
     return training.initial_state(spec).networks[0]
 
 
-def save_states(specs, states, snapshot, state_dir):
+def save_states(specs, states, snapshot, state_dir, written_final):
     if snapshot:
         Path(snapshot).write_text("".join(json.dumps(record(spec, state)) + "\n" for spec, state in zip(specs, states)))
     if state_dir:
         Path(state_dir).mkdir(parents=True, exist_ok=True)
         for spec, state in zip(specs, states):
+            path = _state_path(spec, state_dir)
+            if path in written_final:
+                continue  # stopped networks never change again
             run = training.RunState(spec.fingerprint(), [state])
-            write_result(_state_path(spec, state_dir), spec, run, complete=state.status != training.TRAINING)
+            write_result(path, spec, run, complete=state.status != training.TRAINING)
+            if state.status != training.TRAINING:
+                written_final.add(path)
 
 
 def record(spec, state):
@@ -128,8 +134,8 @@ def record(spec, state):
 
 def difficulty_table(records):
     lines = [
-        "| machine | converged | median epochs | worst epochs | median CPU s | worst CPU s | final accuracy of the rest | post-trigger (final) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| machine | converged | median epochs | worst epochs | median CPU s | worst CPU s | final accuracy of the rest | post-trigger (final) | restarts |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name in [m for m in machines.MACHINE_NAMES if any(r["machine"] == m for r in records)]:
         runs = [r for r in records if r["machine"] == name]
@@ -143,9 +149,17 @@ def difficulty_table(records):
         lines.append(
             f"| {name} | {len(done)}/{len(runs)} (cap {cap}) | {_fmt(np.median(epochs) if epochs else None)} | "
             f"{_fmt(max(epochs) if epochs else None)} | {_fmt(np.median(cpu) if cpu else None, 1)} | "
-            f"{_fmt(max(cpu) if cpu else None, 1)} | {rest_text} | {post} |"
+            f"{_fmt(max(cpu) if cpu else None, 1)} | {rest_text} | {post} | {_restarts_text(runs)} |"
         )
     return "\n".join(lines)
+
+
+def _restarts_text(runs):
+    """Restarts in all, and after which epochs (records before SPEC_VERSION 5 have none)."""
+    epochs = [e for r in runs for e in r.get("restart_epochs", [])]
+    if not epochs:
+        return "0"
+    return f"{len(epochs)} (after epoch{'s' if len(epochs) > 1 else ''} {', '.join(map(str, sorted(epochs)))})"
 
 
 def record_at_epoch(record, epoch):
@@ -156,7 +170,8 @@ def record_at_epoch(record, epoch):
     if len(accuracy) < epoch:
         raise click.UsageError(f"{record['machine']} seed {record['seed']} has only {len(accuracy)} epochs")
     return {**record, "cap": epoch, "converged": False, "epochs": epoch, "accuracy": accuracy[epoch - 1],
-            "best_accuracy": max(accuracy[:epoch]), "post_trigger_accuracy": post[epoch - 1]}  # fmt: skip
+            "best_accuracy": max(accuracy[:epoch]), "post_trigger_accuracy": post[epoch - 1],
+            "restart_epochs": [e for e in record.get("restart_epochs", []) if e <= epoch]}  # fmt: skip
 
 
 def _fmt(value, digits=0):
