@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -103,6 +104,16 @@ def _children_in_slots(root):
     return found
 
 
+def _children_left_in_slots(root, within=15.0):
+    """Trainers still running in the slots once they had ``within`` seconds to die: the kernel
+    sends them SIGKILL when the engine dies (PR_SET_PDEATHSIG), but on a loaded machine a killed
+    child may not have been scheduled to exit yet when the engine's exit is reported."""
+    deadline = time.monotonic() + within
+    while (found := _children_in_slots(root)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return found
+
+
 @pytest.mark.parametrize("interruption", ["ctrl_c", "sigkill"])
 def test_an_interrupted_run_continues_to_the_same_dataset(clean_run, tmp_path, interruption):
     root = tmp_path / "data"
@@ -116,7 +127,7 @@ def test_an_interrupted_run_continues_to_the_same_dataset(clean_run, tmp_path, i
     else:
         process.kill()
         process.communicate(timeout=60)
-    assert _children_in_slots(root) == [] or interruption == "ctrl_c"
+    assert interruption == "ctrl_c" or _children_left_in_slots(root) == []
     rerun = start_run(root)
     out, err = rerun.communicate(timeout=600)
     assert rerun.returncode == 0, err
