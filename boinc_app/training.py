@@ -11,6 +11,10 @@ exact by construction, not by saving random-generator states.
 A network stops when it meets the convergence rule (``converged``), when it reaches the spec's
 ``max_epochs`` (``capped``: a result, never counted as learned), or, for this workunit only, when
 it has trained ``epoch_budget`` epochs (still ``training``: a follow-up workunit continues it).
+A network still training that has stalled (the recipe's restart rule, spec §4a step 5) is
+re-initialised from a seed derived from its init seed and trains on; ``restart_epochs`` records
+when, and the rule is a pure function of the accuracy history, so resume stays exact and the
+validator can replay it (``replay_restarts``).
 """
 
 import time
