@@ -24,7 +24,7 @@ changes (a finished network is not trained again), so which copy wins does not m
 import io
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import h5py
 import numpy as np
@@ -75,6 +75,9 @@ class StoreHeader:
     dataset: str
     spec_version: int
     architecture: Architecture
+    # the version of the file it was read from (what a header written now gets by default);
+    # not part of a header's identity: files of both versions hold the same dataset
+    format_version: int = field(default=STORE_FORMAT_VERSION, compare=False)
 
     @property
     def layout(self):
@@ -234,8 +237,7 @@ def read_store_file(source):
     try:
         with h5py.File(source, "r", locking=False) as f:
             header = _read_header(f.attrs)
-            version = int(f.attrs["format_version"])
-            return header, {task: _read_task(f, task, header, version) for task in f.keys()}
+            return header, {task: _read_task(f, task, header) for task in f.keys()}
     except StoreError:
         raise
     except (OSError, KeyError, TypeError, ValueError) as exc:
@@ -251,21 +253,21 @@ def _read_header(attrs):
             f"dataset format_version {version} is not known to this mlds (it reads {READABLE_STORE_VERSIONS}); upgrade mlds"
         )
     architecture = Architecture.from_dict(json.loads(attrs["architecture"]))
-    header = StoreHeader(str(attrs["dataset"]), int(attrs["spec_version"]), architecture)
+    header = StoreHeader(str(attrs["dataset"]), int(attrs["spec_version"]), architecture, version)
     stored_layout = [(key, tuple(shape)) for key, shape in json.loads(attrs["parameter_layout"])]
     if stored_layout != header.layout:
         raise StoreError("the file's parameter layout does not match its architecture")
     return header
 
 
-def _read_task(f, task, header, version):
+def _read_task(f, task, header):
     group = f[task]
     weights = np.asarray(group["weights"][()], dtype=np.float32)
     if weights.ndim != 2 or weights.shape[1] != header.n_params:
         raise StoreError(f"{task}/weights has shape {weights.shape}, expected (N, {header.n_params})")
     columns = {}
     for name, kind in COLUMNS.items():
-        if version < ADDED_IN_VERSION.get(name, 1):
+        if header.format_version < ADDED_IN_VERSION.get(name, 1):
             columns[name] = np.zeros(weights.shape[0], dtype=kind)
             continue
         values = group["networks"][name]

@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from boinc_app import flops, training  # noqa: E402
 from boinc_app.ensemble_size import ensemble_size  # noqa: E402
 from boinc_app.networks import build_network  # noqa: E402
+from boinc_app.result_file import device_name  # noqa: E402
 from boinc_app.task_data import per_network_loss, task_data  # noqa: E402
 from workgen.specs import make_spec, with_data  # noqa: E402
 
@@ -108,10 +109,6 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def _device_name(device):
-    return torch.cuda.get_device_name(device) if device.startswith("cuda") else device
-
-
 def matmul_ceiling(device, size=1024, repeats=20):
     a = torch.randn(size, size, device=device)
     a @ a
@@ -180,7 +177,7 @@ def main(ks, length, batches, device, dataset, quick, child_args):
     naive_epoch = network_epoch_seconds(naive, train_size, batch_size)
     naive_name = f"naive nn.{spec.architecture.cell.upper()}"
     click.echo(f"{dataset} {TASKS[dataset]}, length {length}, {train_size} training sequences, batch {batch_size}, "
-               f"1 thread, {_device_name(device)}; torch {torch.__version__}")
+               f"1 thread, {device_name(device)}; torch {torch.__version__}")
     click.echo(f"large-matmul ceiling: {ceiling:.1f} GFLOP/s\n")
     unit = "GPU" if device.startswith("cuda") else "core"
     click.echo(f"| trainer | K | s per network-epoch | network-epochs/h/{unit} | GFLOP/s | of ceiling | MB per network | vs naive |")

@@ -129,10 +129,16 @@ def test_restarts_are_stored_as_count_and_last_epoch(tmp_path):
     assert columns["restarts"].tolist() == [0, 2] and columns["last_restart_epoch"].tolist() == [0, 4]
 
 
-def test_version_1_store_files_read_with_zero_restarts(tmp_path):
+def consolidated_store(tmp_path):
+    """A store with one result, merged into its main file (tests then edit that file)."""
     store = DatasetStore(tmp_path, "DS1")
     store.ingest(*made_result())
     store.consolidate()
+    return store
+
+
+def test_version_1_store_files_read_with_zero_restarts(tmp_path):
+    store = consolidated_store(tmp_path)
     with h5py.File(store.path, "r+") as f:
         f.attrs["format_version"] = 1
         for name in ("restarts", "last_restart_epoch"):
@@ -142,9 +148,7 @@ def test_version_1_store_files_read_with_zero_restarts(tmp_path):
 
 
 def test_unknown_format_version_is_refused_with_a_clear_message(tmp_path):
-    store = DatasetStore(tmp_path, "DS1")
-    store.ingest(*made_result())
-    store.consolidate()
+    store = consolidated_store(tmp_path)
     with h5py.File(store.path, "r+") as f:
         f.attrs["format_version"] = 99
     with pytest.raises(StoreError, match="format_version 99 is not known"):
