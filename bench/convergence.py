@@ -28,13 +28,16 @@ import machines  # noqa: E402
 from boinc_app import training  # noqa: E402
 from boinc_app.result_file import read_result, write_result  # noqa: E402
 from boinc_app.task_data import stack_tasks  # noqa: E402
-from workgen.specs import make_spec, with_data, with_recipe  # noqa: E402
+from workgen.specs import make_spec, with_architecture, with_data, with_recipe  # noqa: E402
 
 RECIPE_OPTIONS = (
     "learning_rate", "eps", "clip_norm", "post_trigger_weight", "anneal_factor", "anneal_accuracy", "gate_bias",
-    "curriculum_epochs", "recurrent_orthogonal_gain", "restart_patience", "restart_min_gain",
+    "curriculum_epochs", "recurrent_orthogonal_gain", "restart_patience", "restart_min_gain", "batch_size", "beta2",
+    "restart_after", "restart_kinds",
 )  # fmt: skip
 DATA_OPTIONS = {"train_size": int, "near_miss_probability": float}
+ARCHITECTURE_OPTIONS = {"activation": str}
+SETTABLE = RECIPE_OPTIONS + tuple(DATA_OPTIONS) + tuple(ARCHITECTURE_OPTIONS)
 
 
 def parse_seeds(text):
@@ -50,8 +53,13 @@ def build_runs(machine_names, seeds, cap, recipe_changes):
         dataset = "DS1" if name in machines.DS1_NAMES else "DS2"
         for seed in seeds:
             spec = make_spec(dataset, name, networks=1, seed=seed, max_epochs=cap, epoch_budget=cap)
-            spec = with_recipe(spec, **{k: v for k, v in recipe_changes.items() if k in RECIPE_OPTIONS})
+            changes = {k: v for k, v in recipe_changes.items() if k in RECIPE_OPTIONS}
+            if "beta2" in changes:
+                changes["betas"] = (spec.recipe.betas[0], changes.pop("beta2"))
+            spec = with_recipe(spec, **changes)
             spec = with_data(spec, **{k: v for k, v in recipe_changes.items() if k in DATA_OPTIONS})
+            if "activation" in recipe_changes:
+                spec = with_architecture(spec, activation=recipe_changes["activation"])
             specs.append(spec)
             rules.append(spec.convergence)
     return specs, rules
@@ -117,6 +125,7 @@ def record(spec, state):
         "machine": spec.task_name,
         "seed": state.init_seed,
         "recipe": spec.recipe.to_dict(),
+        "activation": spec.architecture.activation,
         "data": {"train_size": spec.data.train_size, "near_miss_probability": spec.data.near_miss_probability},
         "cap": spec.max_epochs,
         "converged": state.status == training.CONVERGED,
@@ -189,7 +198,7 @@ def _fmt(value, digits=0):
 @click.option("--state-dir", type=click.Path(file_okay=False), help="save/resume every network's state here")
 @click.option("--table", "tables", multiple=True, type=click.Path(exists=True), help="print the table of saved runs")
 @click.option("--at-epoch", type=int, help="with --table: the runs as they stood after this many epochs")
-@click.option("--set", "settings", multiple=True, help=f"recipe or data change NAME=VALUE, NAME in {RECIPE_OPTIONS + tuple(DATA_OPTIONS)}")
+@click.option("--set", "settings", multiple=True, help=f"recipe, data or architecture change NAME=VALUE, NAME in {SETTABLE}")
 def main(machine_list, seeds, cap, quick, threads, jsonl, snapshot, state_dir, tables, at_epoch, settings):
     if tables:
         records = [json.loads(line) for path in tables for line in Path(path).read_text().splitlines() if line]
@@ -205,9 +214,9 @@ def main(machine_list, seeds, cap, quick, threads, jsonl, snapshot, state_dir, t
     changes = {}
     for item in settings:
         key, value = item.split("=", 1)
-        if key not in RECIPE_OPTIONS and key not in DATA_OPTIONS:
-            raise click.BadParameter(f"unknown field {key!r}; choose from {RECIPE_OPTIONS + tuple(DATA_OPTIONS)}")
-        changes[key] = {**DATA_OPTIONS, "curriculum_epochs": int, "restart_patience": int}.get(key, float)(value)
+        if key not in SETTABLE:
+            raise click.BadParameter(f"unknown field {key!r}; choose from {SETTABLE}")
+        changes[key] = {**DATA_OPTIONS, **ARCHITECTURE_OPTIONS, "curriculum_epochs": int, "restart_patience": int, "batch_size": int, "restart_after": int, "restart_kinds": str}.get(key, float)(value)
     specs, rules = build_runs(names, seed_list, cap, changes)
     started = time.monotonic()
     records = train_all(specs, rules, snapshot=snapshot, state_dir=state_dir)

@@ -28,7 +28,9 @@ from workgen.specs import make_spec, with_data  # noqa: E402
 @click.option("--batches", default=4, type=int)
 @click.option("--length", default=100, type=int)
 @click.option("--rows", default=15, type=int, help="operators to print")
-def main(device, networks, batches, length, rows):
+@click.option("--threads", default=1, type=int, help="CPU threads (the trainer's default is 1 per process)")
+def main(device, networks, batches, length, rows, threads):
+    torch.set_num_threads(threads)
     spec = make_spec("DS1", "SimpleXORMachine", networks=networks, seed=1)
     spec = with_data(spec, train_size=32 * batches, validation_size=32, length=length)
     data = task_data(spec)

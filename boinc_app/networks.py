@@ -41,7 +41,12 @@ def automaton_architecture(inputs, outputs):
     return Architecture("lstm", inputs, 64, 4, (64, outputs), "relu")
 
 
-ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu}
+ACTIVATIONS = {
+    "tanh": torch.tanh,
+    "relu": torch.relu,
+    "leaky_relu_0.1": lambda x: torch.nn.functional.leaky_relu(x, 0.1),
+    "identity": lambda x: x,
+}
 
 
 class RecurrentNet(nn.Module):
@@ -65,6 +70,11 @@ class RecurrentNet(nn.Module):
             if i < len(self.head) - 1:
                 hidden = act(hidden)
         return hidden
+
+
+def is_head_parameter(key):
+    """Whether a ``state_dict`` key names a weight of the linear head (not the recurrent stack)."""
+    return key.startswith("head.")
 
 
 def build_network(arch, init_seed=None):

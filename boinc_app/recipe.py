@@ -37,6 +37,13 @@ class Recipe:
     # seed derived from its init seed (``training.restart_seed``); 0 = never
     restart_patience: int = 0
     restart_min_gain: float = 0.001
+    # > 0: a network still training ``restart_after`` epochs after its last (re)initialisation is
+    # re-initialised the same way, stalled or not (an attempt's budget); 0 = never
+    restart_after: int = 0
+    # what the n-th restart re-initialises, cycling through this comma-separated list: "full" (every
+    # weight, Adam state zeroed) or "head" (the linear head only, its Adam moments zeroed; the
+    # recurrent stack and its optimiser state go on)
+    restart_kinds: str = "full"
 
     def to_dict(self):
         """All fields, except those added after SPEC_VERSION 4 while at their defaults: so a spec
@@ -62,7 +69,8 @@ class Recipe:
 
 # fields added after SPEC_VERSION 4, left out of the canonical JSON at these defaults (which must
 # therefore never change: a spec without the field means this value)
-LATER_FIELD_DEFAULTS = {"restart_patience": 0, "restart_min_gain": 0.001}
+LATER_FIELD_DEFAULTS = {"restart_patience": 0, "restart_min_gain": 0.001, "restart_after": 0, "restart_kinds": "full"}
+RESTART_KINDS = ("full", "head")
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,10 @@ A network stops when it meets the convergence rule (``converged``), when it reac
 ``max_epochs`` (``capped``: a result, never counted as learned), or, for this workunit only, when
 it has trained ``epoch_budget`` epochs (still ``training``: a follow-up workunit continues it).
 A network still training that has stalled (the recipe's restart rule, spec §4a step 5) is
-re-initialised from a seed derived from its init seed and trains on; ``restart_epochs`` records
-when, and the rule is a pure function of the accuracy history, so resume stays exact and the
-validator can replay it (``replay_restarts``).
+re-initialised, wholly or only its linear head (``restart_kinds``), from a seed derived from its
+init seed and trains on; ``restart_epochs`` records when, and the rule is a pure function of the
+accuracy history (the kind, of the restart's number), so resume stays exact and the validator can
+replay it (``replay_restarts``).
 """
 
 import time
@@ -25,7 +26,7 @@ import torch
 
 from boinc_app import ensemble
 from boinc_app.ensemble_size import ensemble_size
-from boinc_app.networks import build_network
+from boinc_app.networks import build_network, is_head_parameter
 from boinc_app.task_data import per_network_loss, score_counts, scores_from_counts
 from machines.random_stream import RawStream, derive_seed
 
@@ -98,12 +99,16 @@ def restart_seed(init_seed, restart):
     return derive_seed("mlds", "restart", init_seed, restart) >> 2  # room for the orthogonal offset
 
 
-def stalled(recipe, network):
-    """The restart rule: over the last ``restart_patience`` epochs, the best validation accuracy
-    since the network's last (re)initialisation rose by less than ``restart_min_gain``."""
-    patience = recipe.restart_patience
+def restart_due(recipe, network):
+    """The restart rule (spec §4a step 5), asked after an epoch that neither converged nor capped
+    the network: since its last (re)initialisation, either its best validation accuracy rose by
+    less than ``restart_min_gain`` over the last ``restart_patience`` epochs (stalled), or it has
+    trained ``restart_after`` epochs (its attempt ran out)."""
     since = network.restart_epochs[-1] if network.restart_epochs else 0
     accuracy = network.history["validation_accuracy"][since:]
+    if recipe.restart_after and len(accuracy) >= recipe.restart_after:
+        return True
+    patience = recipe.restart_patience
     if not patience or len(accuracy) <= patience:
         return False
     return max(accuracy) - max(accuracy[:-patience]) < recipe.restart_min_gain
@@ -116,20 +121,33 @@ def replay_restarts(recipe, accuracy, asked_after_last):
     patience, restarts, best = recipe.restart_patience, [], []  # best: running max since the start
     for epoch in range(1, len(accuracy) + (1 if asked_after_last else 0)):
         best.append(max(best[-1], accuracy[epoch - 1]) if best else accuracy[epoch - 1])
-        if patience and len(best) > patience and best[-1] - best[-1 - patience] < recipe.restart_min_gain:
+        ran_out = recipe.restart_after and len(best) >= recipe.restart_after
+        if ran_out or (patience and len(best) > patience and best[-1] - best[-1 - patience] < recipe.restart_min_gain):
             restarts.append(epoch)
             best = []
     return restarts
 
 
+def restart_kind(recipe, restart):
+    """What the ``restart``-th re-initialisation (1, 2, ...) renews: "full" or "head"."""
+    kinds = recipe.restart_kinds.split(",")
+    return kinds[(restart - 1) % len(kinds)]
+
+
 def restart(arch, recipe, network):
-    """Re-initialise a stalled network from its next restart seed; epochs and history go on."""
+    """Re-initialise a network (all of it, or its head: ``restart_kind``) from its next restart
+    seed; epochs and history go on."""
     network.restart_epochs.append(network.epochs)
-    seed = restart_seed(network.init_seed, len(network.restart_epochs))
-    network.weights = initial_weights(arch, recipe, seed)
-    network.exp_avg = {k: np.zeros_like(v) for k, v in network.weights.items()}
-    network.exp_avg_sq = {k: np.zeros_like(v) for k, v in network.weights.items()}
-    network.adam_step = 0
+    count = len(network.restart_epochs)
+    fresh = initial_weights(arch, recipe, restart_seed(network.init_seed, count))
+    full = restart_kind(recipe, count) == "full"
+    renewed = [key for key in fresh if full or is_head_parameter(key)]
+    network.weights = {**network.weights, **{key: fresh[key] for key in renewed}}
+    zeros = {key: np.zeros_like(fresh[key]) for key in renewed}
+    network.exp_avg = {**network.exp_avg, **zeros}
+    network.exp_avg_sq = {**network.exp_avg_sq, **{key: value.copy() for key, value in zeros.items()}}
+    if full:
+        network.adam_step = 0
 
 
 def _add_gate_bias(arch, weights, amount):
@@ -260,7 +278,7 @@ def run_epoch(spec, data, networks, data_index, device="cpu", rules=None, betwee
             network.status = CONVERGED
         elif network.epochs >= spec.max_epochs:
             network.status = CAPPED
-        elif stalled(spec.recipe, network):
+        elif restart_due(spec.recipe, network):
             restart(spec.architecture, spec.recipe, network)
 
 

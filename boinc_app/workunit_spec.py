@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from boinc_app.atomic_file import write_atomically
 from boinc_app.networks import Architecture
-from boinc_app.recipe import ConvergenceRule, Recipe
+from boinc_app.recipe import RESTART_KINDS, ConvergenceRule, Recipe
 
 SPEC_FORMAT = "mlds-workunit-spec"
 SPEC_FORMAT_VERSION = 1
@@ -140,6 +140,9 @@ def _check(spec):
         raise SpecError("epoch_budget and max_epochs must be at least 1")
     if spec.recipe.batch_size < 1 or spec.data.train_size < 1 or spec.data.validation_size < 1:
         raise SpecError("batch and set sizes must be at least 1")
+    kinds = spec.recipe.restart_kinds
+    if not isinstance(kinds, str) or not set(kinds.split(",")) <= set(RESTART_KINDS):
+        raise SpecError(f"unknown restart kinds {spec.recipe.restart_kinds!r}; each must be one of {RESTART_KINDS}")
 
 
 def read_spec(path, max_bytes=1 << 20):

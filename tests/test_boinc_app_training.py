@@ -1,6 +1,7 @@
 """Determinism, exact resume and continuation of the training loop (in-process)."""
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -9,7 +10,7 @@ from boinc_app import training
 from boinc_app.task_data import task_data
 from boinc_app.trainer import TrainerConfig, run_trainer
 from boinc_app.result_file import read_result
-from boinc_app.workunit_spec import write_spec
+from boinc_app.workunit_spec import SpecError, spec_from_dict, write_spec
 from tests.conftest import SilentControl
 from workgen.specs import make_spec, with_data, with_recipe
 
@@ -205,19 +206,34 @@ def _network_with_accuracies(accuracies, restart_epochs=()):
         ([0.5, 0.9, 0.9, 0.9, 0.6, 0.6, 0.6], (4,), True),
     ],
 )
-def test_stalled_compares_the_best_accuracy_before_and_within_the_patience(accuracies, restarts, expected):
+def test_the_rule_compares_the_best_accuracy_before_and_within_the_patience(accuracies, restarts, expected):
     recipe = dataclasses.replace(make_spec("DS1", "SingleDirectMachine").recipe, restart_patience=2, restart_min_gain=0.001)
-    assert training.stalled(recipe, _network_with_accuracies(accuracies, restarts)) is expected
+    assert training.restart_due(recipe, _network_with_accuracies(accuracies, restarts)) is expected
 
 
-@pytest.mark.parametrize("patience, gain", [(2, 0.001), (3, 0.05), (1, 0.01)])
-def test_replayed_restarts_match_asking_stalled_after_every_epoch(patience, gain):
-    recipe = dataclasses.replace(make_spec("DS1", "SingleDirectMachine").recipe, restart_patience=patience, restart_min_gain=gain)
+@pytest.mark.parametrize(
+    "accuracies, restarts, expected",
+    [
+        ([0.5, 0.6, 0.7], (), True),  # a third epoch since the start, climbing or not
+        ([0.5, 0.6], (), False),
+        ([0.5, 0.6, 0.7, 0.8, 0.9], (3,), False),  # counted from the last restart
+        ([0.5, 0.6, 0.7, 0.8, 0.9, 0.95], (3,), True),
+    ],
+)
+def test_an_attempt_restarts_once_it_has_trained_restart_after_epochs(accuracies, restarts, expected):
+    recipe = dataclasses.replace(make_spec("DS1", "SingleDirectMachine").recipe, restart_patience=0, restart_after=3)
+    assert training.restart_due(recipe, _network_with_accuracies(accuracies, restarts)) is expected
+
+
+@pytest.mark.parametrize("patience, gain, after", [(2, 0.001, 0), (3, 0.05, 0), (1, 0.01, 0), (4, 0.01, 5), (0, 0.001, 7)])
+def test_replayed_restarts_match_asking_the_rule_after_every_epoch(patience, gain, after):
+    recipe = make_spec("DS1", "SingleDirectMachine").recipe
+    recipe = dataclasses.replace(recipe, restart_patience=patience, restart_min_gain=gain, restart_after=after)
     accuracy = list(np.random.default_rng(patience).choice([0.5, 0.7, 0.9, 0.95], size=60))
     network = _network_with_accuracies([])
     for value in accuracy:
         network.history["validation_accuracy"].append(value)
-        if training.stalled(recipe, network):
+        if training.restart_due(recipe, network):
             network.restart_epochs.append(len(network.history["validation_accuracy"]))
     assert training.replay_restarts(recipe, accuracy, True) == network.restart_epochs
     assert network.restart_epochs  # the case exercises restarts
@@ -226,9 +242,9 @@ def test_replayed_restarts_match_asking_stalled_after_every_epoch(patience, gain
 def test_restart_patience_zero_never_restarts_and_devices_restart_since_spec_version_5():
     recipe = make_spec("DS1", "SingleDirectMachine").recipe
     assert (recipe.restart_patience, recipe.restart_min_gain) == (50, 0.001)
-    assert training.stalled(recipe, _network_with_accuracies([0.5] * 51))
+    assert training.restart_due(recipe, _network_with_accuracies([0.5] * 51))
     off = dataclasses.replace(recipe, restart_patience=0)
-    assert not training.stalled(off, _network_with_accuracies([0.5] * 500))
+    assert not training.restart_due(off, _network_with_accuracies([0.5] * 500))
     assert make_spec("DS3", "automaton-000").recipe.restart_patience == 0
 
 
@@ -253,8 +269,33 @@ def test_a_stalled_network_starts_again_from_its_restart_seed(restarting_spec):
     assert training.restart_seed(7, 1) != training.restart_seed(7, 2) != training.restart_seed(8, 1)
 
 
+def test_a_head_restart_renews_the_head_and_keeps_the_recurrent_stack(restarting_spec):
+    spec = with_recipe(restarting_spec, restart_kinds="head,full")
+    before = train_fresh(dataclasses.replace(spec, epoch_budget=1, max_epochs=1)).networks[0]
+    network = train_fresh(dataclasses.replace(spec, epoch_budget=2)).networks[0]
+    assert network.restart_epochs == [2] and network.adam_step == 2 * 2  # two batches per epoch, not reset
+    fresh = training.initial_weights(spec.architecture, spec.recipe, training.restart_seed(network.init_seed, 1))
+    for key, value in network.weights.items():
+        if key.startswith("head."):
+            assert np.array_equal(value, fresh[key]) and not network.exp_avg[key].any(), key
+        else:  # trained on through epoch 2, not re-drawn
+            assert not np.array_equal(value, fresh[key]) and not np.array_equal(value, before.weights[key]), key
+            assert network.exp_avg_sq[key].any(), key
+    assert [training.restart_kind(spec.recipe, n) for n in (1, 2, 3)] == ["head", "full", "head"]
+
+
+@pytest.mark.parametrize("kinds", ["head,gru", "", 5, None])
+def test_a_spec_with_an_unknown_restart_kind_is_refused(restarting_spec, kinds):
+    document = json.loads(restarting_spec.to_json())
+    document["recipe"]["restart_kinds"] = kinds
+    with pytest.raises(SpecError, match=f"unknown restart kinds {kinds!r}"):
+        spec_from_dict(document)
+
+
 @pytest.mark.parametrize("quit_after", [2, 3])
-def test_resume_across_a_restart_is_exact(tmp_path, restarting_spec, quit_after):
+@pytest.mark.parametrize("kinds", ["full", "head,full"])
+def test_resume_across_a_restart_is_exact(tmp_path, restarting_spec, quit_after, kinds):
+    restarting_spec = with_recipe(restarting_spec, restart_kinds=kinds)
     uninterrupted = train_fresh(restarting_spec)
     assert uninterrupted.networks[0].restart_epochs == [2, 4]
     for network in uninterrupted.networks:  # capped at epoch 5: the rule was not asked after it

@@ -80,6 +80,11 @@ def with_data(spec, **changes):
     return dataclasses.replace(spec, data=dataclasses.replace(spec.data, **changes))
 
 
+def with_architecture(spec, **changes):
+    """The same spec with some architecture fields changed (benchmarks, experiments)."""
+    return dataclasses.replace(spec, architecture=dataclasses.replace(spec.architecture, **changes))
+
+
 def with_recipe(spec, **changes):
     """The same spec with some recipe fields changed (benchmarks, experiments)."""
     return dataclasses.replace(spec, recipe=dataclasses.replace(spec.recipe, **changes))
