@@ -33,7 +33,7 @@ from workgen.specs import make_spec, with_architecture, with_data, with_recipe  
 RECIPE_OPTIONS = (
     "learning_rate", "eps", "clip_norm", "post_trigger_weight", "anneal_factor", "anneal_accuracy", "gate_bias",
     "curriculum_epochs", "recurrent_orthogonal_gain", "restart_patience", "restart_min_gain", "batch_size", "beta2",
-    "restart_after", "restart_kinds",
+    "restart_after", "restart_kinds", "restart_min_share",
 )  # fmt: skip
 DATA_OPTIONS = {"train_size": int, "near_miss_probability": float}
 ARCHITECTURE_OPTIONS = {"activation": str}

@@ -37,6 +37,9 @@ class Recipe:
     # seed derived from its init seed (``training.restart_seed``); 0 = never
     restart_patience: int = 0
     restart_min_gain: float = 0.001
+    # the gain asked for is at least this share of the error left before those epochs (1 - best):
+    # lets a network creep near the top, where an absolute gain is out of reach; 0 = absolute only
+    restart_min_share: float = 0.0
     # > 0: a network still training ``restart_after`` epochs after its last (re)initialisation is
     # re-initialised the same way, stalled or not (an attempt's budget); 0 = never
     restart_after: int = 0
@@ -69,7 +72,9 @@ class Recipe:
 
 # fields added after SPEC_VERSION 4, left out of the canonical JSON at these defaults (which must
 # therefore never change: a spec without the field means this value)
-LATER_FIELD_DEFAULTS = {"restart_patience": 0, "restart_min_gain": 0.001, "restart_after": 0, "restart_kinds": "full"}
+LATER_FIELD_DEFAULTS = {
+    "restart_patience": 0, "restart_min_gain": 0.001, "restart_min_share": 0.0, "restart_after": 0, "restart_kinds": "full",
+}  # fmt: skip
 RESTART_KINDS = ("full", "head")
 
 

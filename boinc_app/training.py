@@ -102,7 +102,7 @@ def restart_seed(init_seed, restart):
 def restart_due(recipe, network):
     """The restart rule (spec §4a step 5), asked after an epoch that neither converged nor capped
     the network: since its last (re)initialisation, either its best validation accuracy rose by
-    less than ``restart_min_gain`` over the last ``restart_patience`` epochs (stalled), or it has
+    less than ``required_gain`` over the last ``restart_patience`` epochs (stalled), or it has
     trained ``restart_after`` epochs (its attempt ran out)."""
     since = network.restart_epochs[-1] if network.restart_epochs else 0
     accuracy = network.history["validation_accuracy"][since:]
@@ -111,7 +111,13 @@ def restart_due(recipe, network):
     patience = recipe.restart_patience
     if not patience or len(accuracy) <= patience:
         return False
-    return max(accuracy) - max(accuracy[:-patience]) < recipe.restart_min_gain
+    before = max(accuracy[:-patience])
+    return max(accuracy) - before < required_gain(recipe, before)
+
+
+def required_gain(recipe, best_before):
+    """The rise of the best accuracy over ``restart_patience`` epochs that counts as progress."""
+    return max(recipe.restart_min_gain, recipe.restart_min_share * (1 - best_before))
 
 
 def replay_restarts(recipe, accuracy, asked_after_last):
@@ -122,7 +128,9 @@ def replay_restarts(recipe, accuracy, asked_after_last):
     for epoch in range(1, len(accuracy) + (1 if asked_after_last else 0)):
         best.append(max(best[-1], accuracy[epoch - 1]) if best else accuracy[epoch - 1])
         ran_out = recipe.restart_after and len(best) >= recipe.restart_after
-        if ran_out or (patience and len(best) > patience and best[-1] - best[-1 - patience] < recipe.restart_min_gain):
+        window_start = best[-1 - patience] if patience and len(best) > patience else None
+        stalled = window_start is not None and best[-1] - window_start < required_gain(recipe, window_start)
+        if ran_out or stalled:
             restarts.append(epoch)
             best = []
     return restarts

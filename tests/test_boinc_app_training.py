@@ -212,6 +212,22 @@ def test_the_rule_compares_the_best_accuracy_before_and_within_the_patience(accu
 
 
 @pytest.mark.parametrize(
+    "accuracies, expected",
+    [
+        ([0.9, 0.9, 0.95], True),  # 0.05 of the 0.1 left: less than the share 0.6 asks
+        ([0.9, 0.9, 0.97], False),  # 0.07 >= 0.6 * 0.1
+        ([0.99, 0.99, 0.9961], False),  # near the top a small rise is progress: 0.0061 >= 0.006
+        ([0.99, 0.99, 0.9959], True),
+        ([0.5, 0.5, 0.5005], True),  # the absolute floor restart_min_gain (0.001) still holds
+    ],
+)
+def test_the_gain_asked_for_can_be_a_share_of_the_error_left(accuracies, expected):
+    recipe = make_spec("DS1", "SingleDirectMachine").recipe
+    recipe = dataclasses.replace(recipe, restart_patience=1, restart_min_gain=0.001, restart_min_share=0.6)
+    assert training.restart_due(recipe, _network_with_accuracies(accuracies)) is expected
+
+
+@pytest.mark.parametrize(
     "accuracies, restarts, expected",
     [
         ([0.5, 0.6, 0.7], (), True),  # a third epoch since the start, climbing or not
@@ -225,10 +241,14 @@ def test_an_attempt_restarts_once_it_has_trained_restart_after_epochs(accuracies
     assert training.restart_due(recipe, _network_with_accuracies(accuracies, restarts)) is expected
 
 
-@pytest.mark.parametrize("patience, gain, after", [(2, 0.001, 0), (3, 0.05, 0), (1, 0.01, 0), (4, 0.01, 5), (0, 0.001, 7)])
-def test_replayed_restarts_match_asking_the_rule_after_every_epoch(patience, gain, after):
+@pytest.mark.parametrize(
+    "patience, gain, share, after",
+    [(2, 0.001, 0, 0), (3, 0.05, 0, 0), (1, 0.01, 0, 0), (4, 0.01, 0, 5), (0, 0.001, 0, 7), (2, 0.0, 0.5, 0), (3, 0.01, 0.3, 9)],
+)
+def test_replayed_restarts_match_asking_the_rule_after_every_epoch(patience, gain, share, after):
     recipe = make_spec("DS1", "SingleDirectMachine").recipe
-    recipe = dataclasses.replace(recipe, restart_patience=patience, restart_min_gain=gain, restart_after=after)
+    changes = dict(restart_patience=patience, restart_min_gain=gain, restart_min_share=share, restart_after=after)
+    recipe = dataclasses.replace(recipe, **changes)
     accuracy = list(np.random.default_rng(patience).choice([0.5, 0.7, 0.9, 0.95], size=60))
     network = _network_with_accuracies([])
     for value in accuracy:
