@@ -38,6 +38,10 @@ RECIPE_OPTIONS = (
 DATA_OPTIONS = {"train_size": int, "near_miss_probability": float}
 ARCHITECTURE_OPTIONS = {"activation": str}
 SETTABLE = RECIPE_OPTIONS + tuple(DATA_OPTIONS) + tuple(ARCHITECTURE_OPTIONS)
+SETTING_TYPES = {  # the rest are floats
+    **DATA_OPTIONS, **ARCHITECTURE_OPTIONS, "curriculum_epochs": int, "restart_patience": int, "batch_size": int,
+    "restart_after": int, "restart_kinds": str,
+}  # fmt: skip
 
 
 def parse_seeds(text):
@@ -216,7 +220,7 @@ def main(machine_list, seeds, cap, quick, threads, jsonl, snapshot, state_dir, t
         key, value = item.split("=", 1)
         if key not in SETTABLE:
             raise click.BadParameter(f"unknown field {key!r}; choose from {SETTABLE}")
-        changes[key] = {**DATA_OPTIONS, **ARCHITECTURE_OPTIONS, "curriculum_epochs": int, "restart_patience": int, "batch_size": int, "restart_after": int, "restart_kinds": str}.get(key, float)(value)
+        changes[key] = SETTING_TYPES.get(key, float)(value)
     specs, rules = build_runs(names, seed_list, cap, changes)
     started = time.monotonic()
     records = train_all(specs, rules, snapshot=snapshot, state_dir=state_dir)
