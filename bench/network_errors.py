@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from boinc_app.networks import build_network  # noqa: E402
+from boinc_app.networks import module_with_weights  # noqa: E402
 from boinc_app.result_file import read_result  # noqa: E402
 from boinc_app.task_data import task_data  # noqa: E402
 
@@ -71,8 +71,7 @@ def probe_recurrent_state(module, inputs, targets, read, steps=3000):
 def describe(weights, spec, probe=False):
     validation = task_data(spec).validation  # tensors [1, N, L, ...]: one stacked task
     inputs, targets, scored = validation.inputs[0], validation.targets[0], validation.scored[0].numpy()
-    module = build_network(spec.architecture)
-    module.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in weights.items()})
+    module = module_with_weights(spec.architecture, weights)
     probed = probe_recurrent_state(module, inputs, targets, torch.from_numpy(scored.any(-1))) if probe else None
     with torch.no_grad():
         right = ((module(inputs) > 0).float() == targets).numpy()

@@ -86,6 +86,13 @@ def build_network(arch, init_seed=None):
         return RecurrentNet(arch)
 
 
+def module_with_weights(arch, weights):
+    """A module of ``arch`` holding ``weights`` (``{state_dict key: array}``, e.g. a network state)."""
+    module = build_network(arch)
+    module.load_state_dict({key: torch.as_tensor(value) for key, value in weights.items()})
+    return module
+
+
 def parameter_count(module):
     return sum(p.numel() for p in module.parameters())
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from boinc_app.networks import build_network, expected_shapes
+from boinc_app.networks import expected_shapes, module_with_weights
 from boinc_app.result_file import ResultFileError, read_result
 from boinc_app.task_data import score_counts, scores_from_counts, task_data
 from boinc_app.training import CAPPED, CONVERGED, HISTORY_FIELDS, TRAINING, replay_restarts
@@ -131,8 +131,7 @@ def reevaluate(spec, networks):
     validation = data.validation
     results = []
     for network in networks:
-        module = build_network(spec.architecture)
-        module.load_state_dict({k: torch.from_numpy(v) for k, v in network.weights.items()})
+        module = module_with_weights(spec.architecture, network.weights)
         module.eval()
         logits = module(validation.inputs[0])[None]
         counts = score_counts(data.kind, logits, validation.targets, validation.scored, validation.post_trigger)
