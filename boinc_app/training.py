@@ -18,6 +18,7 @@ accuracy history (the kind, of the restart's number), so resume stays exact and 
 replay it (``replay_restarts``).
 """
 
+import itertools
 import time
 from dataclasses import dataclass, field
 
@@ -106,13 +107,18 @@ def restart_due(recipe, network):
     trained ``restart_after`` epochs (its attempt ran out)."""
     since = network.restart_epochs[-1] if network.restart_epochs else 0
     accuracy = network.history["validation_accuracy"][since:]
-    if recipe.restart_after and len(accuracy) >= recipe.restart_after:
+    return _restart_due_given_best(recipe, list(itertools.accumulate(accuracy, max)))
+
+
+def _restart_due_given_best(recipe, best):
+    """The rule on ``best``, the running maximum of the accuracy since the last (re)initialisation
+    (one entry per epoch); shared by the live rule and the validator's replay."""
+    if recipe.restart_after and len(best) >= recipe.restart_after:
         return True
     patience = recipe.restart_patience
-    if not patience or len(accuracy) <= patience:
+    if not patience or len(best) <= patience:
         return False
-    before = max(accuracy[:-patience])
-    return max(accuracy) - before < required_gain(recipe, before)
+    return best[-1] - best[-1 - patience] < required_gain(recipe, best[-1 - patience])
 
 
 def required_gain(recipe, best_before):
@@ -124,13 +130,10 @@ def replay_restarts(recipe, accuracy, asked_after_last):
     """The restart epochs the rule gives a network with this validation ``accuracy`` history (the
     validator's check of a claim). The rule is asked after every epoch but the last of a network
     that stopped there (converged or capped): ``asked_after_last`` is false for those."""
-    patience, restarts, best = recipe.restart_patience, [], []  # best: running max since the start
+    restarts, best = [], []  # best: running max since the last (re)initialisation
     for epoch in range(1, len(accuracy) + (1 if asked_after_last else 0)):
         best.append(max(best[-1], accuracy[epoch - 1]) if best else accuracy[epoch - 1])
-        ran_out = recipe.restart_after and len(best) >= recipe.restart_after
-        window_start = best[-1 - patience] if patience and len(best) > patience else None
-        stalled = window_start is not None and best[-1] - window_start < required_gain(recipe, window_start)
-        if ran_out or stalled:
+        if _restart_due_given_best(recipe, best):
             restarts.append(epoch)
             best = []
     return restarts
