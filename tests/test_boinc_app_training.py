@@ -207,7 +207,8 @@ def _network_with_accuracies(accuracies, restart_epochs=()):
     ],
 )
 def test_the_rule_compares_the_best_accuracy_before_and_within_the_patience(accuracies, restarts, expected):
-    recipe = dataclasses.replace(make_spec("DS1", "SingleDirectMachine").recipe, restart_patience=2, restart_min_gain=0.001)
+    recipe = make_spec("DS1", "SingleDirectMachine").recipe
+    recipe = dataclasses.replace(recipe, restart_patience=2, restart_min_gain=0.001, restart_min_share=0.0)
     assert training.restart_due(recipe, _network_with_accuracies(accuracies, restarts)) is expected
 
 
@@ -259,10 +260,12 @@ def test_replayed_restarts_match_asking_the_rule_after_every_epoch(patience, gai
     assert network.restart_epochs  # the case exercises restarts
 
 
-def test_restart_patience_zero_never_restarts_and_devices_restart_since_spec_version_5():
+def test_restart_patience_zero_never_restarts_and_devices_restart_their_head_since_spec_version_6():
     recipe = make_spec("DS1", "SingleDirectMachine").recipe
-    assert (recipe.restart_patience, recipe.restart_min_gain) == (50, 0.001)
-    assert training.restart_due(recipe, _network_with_accuracies([0.5] * 51))
+    assert (recipe.restart_patience, recipe.restart_min_gain, recipe.restart_min_share) == (30, 0.0001, 0.1)
+    assert training.restart_kind(recipe, 1) == training.restart_kind(recipe, 2) == "head"
+    assert training.restart_due(recipe, _network_with_accuracies([0.5] * 31))
+    assert not training.restart_due(recipe, _network_with_accuracies([0.5] * 30))
     off = dataclasses.replace(recipe, restart_patience=0)
     assert not training.restart_due(off, _network_with_accuracies([0.5] * 500))
     assert make_spec("DS3", "automaton-000").recipe.restart_patience == 0
@@ -270,10 +273,11 @@ def test_restart_patience_zero_never_restarts_and_devices_restart_since_spec_ver
 
 @pytest.fixture(scope="module")
 def restarting_spec():
-    """Every network counts as stalled once it has two epochs since its last start."""
+    """Every network counts as stalled once it has two epochs since its last start, and restarts
+    in full."""
     spec = make_spec("DS1", "ParityMachine", networks=2, seed=7, max_epochs=5)
     spec = with_data(spec, train_size=64, validation_size=32)
-    return with_recipe(spec, restart_patience=1, restart_min_gain=1.0)
+    return with_recipe(spec, restart_patience=1, restart_min_gain=1.0, restart_kinds="full")
 
 
 def test_a_stalled_network_starts_again_from_its_restart_seed(restarting_spec):

@@ -5,12 +5,14 @@ code with ``machines``: if both were wrong in the same way, a shared helper woul
 """
 
 import hashlib
+import pathlib
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import machines
 from machines import DS1_NAMES, DS2_NAMES, MACHINE_NAMES, generate, get_machine, shared_set
 from machines.devices import encode_inputs, encode_outputs
 
@@ -301,3 +303,9 @@ def test_invalid_command():
         machine.run([NOP_, 3], [0, 0])
     with pytest.raises(ValueError):
         machine.respond(np.array([[NOP_, 3]]), np.array([[0, 0]]))
+
+
+def test_the_spec_document_states_the_code_s_spec_version_and_logs_it():
+    text = (pathlib.Path(__file__).parents[1] / "docs" / "spec.md").read_text()
+    assert f"`SPEC_VERSION = {machines.SPEC_VERSION}`" in text
+    assert f"**SPEC_VERSION {machines.SPEC_VERSION}" in text.split("## 7. Change log")[1]
