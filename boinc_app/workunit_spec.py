@@ -143,6 +143,19 @@ def _check(spec):
     kinds = spec.recipe.restart_kinds
     if not isinstance(kinds, str) or not set(kinds.split(",")) <= set(RESTART_KINDS):
         raise SpecError(f"unknown restart kinds {spec.recipe.restart_kinds!r}; each must be one of {RESTART_KINDS}")
+    _check_restart_numbers(spec.recipe)
+
+
+def _check_restart_numbers(recipe):
+    """The restart rule's counts are whole numbers >= 0 and its gains shares in [0, 1] (NaN fails)."""
+    for name in ("restart_patience", "restart_after"):
+        value = getattr(recipe, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise SpecError(f"recipe {name} must be a whole number >= 0, not {value!r}")
+    for name in ("restart_min_gain", "restart_min_share"):
+        value = getattr(recipe, name)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 1:
+            raise SpecError(f"recipe {name} must be a number from 0 to 1, not {value!r}")
 
 
 def read_spec(path, max_bytes=1 << 20):

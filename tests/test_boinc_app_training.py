@@ -316,6 +316,24 @@ def test_a_spec_with_an_unknown_restart_kind_is_refused(restarting_spec, kinds):
         spec_from_dict(document)
 
 
+@pytest.mark.parametrize(
+    "name, value, problem",
+    [
+        ("restart_patience", "30", "a whole number >= 0"),
+        ("restart_patience", -1, "a whole number >= 0"),
+        ("restart_after", 2.5, "a whole number >= 0"),
+        ("restart_min_share", float("nan"), "a number from 0 to 1"),
+        ("restart_min_gain", 2, "a number from 0 to 1"),
+        ("restart_min_share", True, "a number from 0 to 1"),
+    ],
+)
+def test_a_spec_with_a_bad_restart_number_is_refused(restarting_spec, name, value, problem):
+    document = json.loads(restarting_spec.to_json())
+    document["recipe"][name] = value
+    with pytest.raises(SpecError, match=f"recipe {name} must be {problem}"):
+        spec_from_dict(document)
+
+
 @pytest.mark.parametrize("quit_after", [2, 3])
 @pytest.mark.parametrize("kinds", ["full", "head,full"])
 def test_resume_across_a_restart_is_exact(tmp_path, restarting_spec, quit_after, kinds):
