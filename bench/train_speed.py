@@ -14,8 +14,13 @@ epoch). GFLOP/s uses ``boinc_app.flops``'s analytic count (training = 3 x forwar
 large float32 matrix multiply measured in the same run as the ceiling. The last line is
 ``speedup: <ratio>``: ours at the trainer's own K choice against naive.
 
+A shared VM's speed drifts by tens of percent over minutes, so the configurations are measured in
+``--repeats`` interleaved rounds (naive, then every K, then again) and each row is the round with
+the median time per batch: drift hits every configuration alike, and one disturbed round moves
+no row.
+
     python bench/train_speed.py                 # K in 1, 8, 32, 64, 128, 256; length 100
-    python bench/train_speed.py --quick         # under a minute: K in 1, 64
+    python bench/train_speed.py --quick         # under a minute: K in 1, 64, one round
     python bench/train_speed.py --device cuda --ks 256,1024,4096,8192
 """
 
@@ -145,6 +150,17 @@ def child(args):
     print(json.dumps({**args, **record, "networks": networks}))
 
 
+def median_rounds(configurations, repeats):
+    """Each configuration's record from the round with its median time per batch (None if it
+    failed in every round), measured in ``repeats`` interleaved rounds."""
+    rounds = [[run_child(args) for args in configurations] for _ in range(repeats)]
+    medians = []
+    for index in range(len(configurations)):
+        measured = sorted((r for r in (one[index] for one in rounds) if r), key=lambda r: r["seconds_per_batch"])
+        medians.append(measured[(len(measured) - 1) // 2] if measured else None)
+    return medians
+
+
 def network_epoch_seconds(record, train_size, batch_size):
     epoch = record["seconds_per_batch"] * math.ceil(train_size / batch_size) + record["seconds_per_epoch_fixed"]
     return epoch / record["networks"]
@@ -156,29 +172,31 @@ def network_epoch_seconds(record, train_size, batch_size):
 @click.option("--batches", default=12, type=int, help="timed batches per configuration")
 @click.option("--device", default="cpu")
 @click.option("--dataset", default="DS1", type=click.Choice(sorted(TASKS)), help="DS1/DS2: GRU; DS3: LSTM")
-@click.option("--quick", is_flag=True, help="K in 1 and 64, 4 batches (under a minute)")
+@click.option("--repeats", default=3, type=int, help="interleaved rounds; each row is the median round")
+@click.option("--quick", is_flag=True, help="K in 1 and 64, 4 batches, one round (under a minute)")
 @click.option("--child", "child_args", hidden=True)
-def main(ks, length, batches, device, dataset, quick, child_args):
+def main(ks, length, batches, device, dataset, repeats, quick, child_args):
     if child_args:
         child(json.loads(child_args))
         return
     torch.set_num_threads(1)
     if quick:
-        ks, batches = "1,64", 4
+        ks, batches, repeats = "1,64", 4, 1
     spec = make_spec(dataset, TASKS[dataset])
     train_size, batch_size = spec.data.train_size, spec.recipe.batch_size
     step_flops = flops.forward_step_flops(spec.architecture) * flops.TRAINING_FACTOR * batch_size * length
     ceiling = matmul_ceiling(device, size=8192 if device.startswith("cuda") else 1024)
     base = {"dataset": dataset, "length": length, "batches": batches, "device": device}
-    naive = run_child({**base, "kind": "naive"})
+    configurations = [{**base, "kind": "naive"}] + [{**base, "kind": "ours", "networks": int(k)} for k in ks.split(",")]
+    naive, *records = median_rounds(configurations, repeats)
     if naive is None:
         raise click.ClickException("the naive baseline failed (see above)")
-    records = [r for r in (run_child({**base, "kind": "ours", "networks": int(k)}) for k in ks.split(",")) if r]
+    records = [r for r in records if r]
     naive_epoch = network_epoch_seconds(naive, train_size, batch_size)
     naive_name = f"naive nn.{spec.architecture.cell.upper()}"
     click.echo(f"{dataset} {TASKS[dataset]}, length {length}, {train_size} training sequences, batch {batch_size}, "
                f"1 thread, {device_name(device)}; torch {torch.__version__}")
-    click.echo(f"large-matmul ceiling: {ceiling:.1f} GFLOP/s\n")
+    click.echo(f"large-matmul ceiling: {ceiling:.1f} GFLOP/s; each row the median of {repeats} interleaved round(s)\n")
     unit = "GPU" if device.startswith("cuda") else "core"
     click.echo(f"| trainer | K | s per network-epoch | network-epochs/h/{unit} | GFLOP/s | of ceiling | MB per network | vs naive |")
     click.echo("|---|---|---|---|---|---|---|---|")
