@@ -13,6 +13,7 @@ epoch divided among the networks trained in it (the ensemble's amortised cost).
     python bench/convergence.py --cap 3000 --state-dir runs/  # long run: the same command resumes it
 """
 
+import dataclasses
 import json
 import sys
 import time
@@ -26,22 +27,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import machines  # noqa: E402
 from boinc_app import training  # noqa: E402
+from boinc_app.recipe import Recipe  # noqa: E402
 from boinc_app.result_file import read_result, write_result  # noqa: E402
 from boinc_app.task_data import stack_tasks  # noqa: E402
 from workgen.specs import make_spec, with_architecture, with_data, with_recipe  # noqa: E402
 
-RECIPE_OPTIONS = (
-    "learning_rate", "eps", "clip_norm", "post_trigger_weight", "anneal_factor", "anneal_accuracy", "gate_bias",
-    "curriculum_epochs", "recurrent_orthogonal_gain", "restart_patience", "restart_min_gain", "batch_size", "beta2",
-    "restart_after", "restart_kinds", "restart_min_share",
-)  # fmt: skip
+# every recipe field by its declared type, Adam's beta2 on its own (beta1 stays)
+RECIPE_OPTIONS = {f.name: f.type for f in dataclasses.fields(Recipe) if f.name != "betas"} | {"beta2": float}
 DATA_OPTIONS = {"train_size": int, "near_miss_probability": float}
 ARCHITECTURE_OPTIONS = {"activation": str}
-SETTABLE = RECIPE_OPTIONS + tuple(DATA_OPTIONS) + tuple(ARCHITECTURE_OPTIONS)
-SETTING_TYPES = {  # the rest are floats
-    **DATA_OPTIONS, **ARCHITECTURE_OPTIONS, "curriculum_epochs": int, "restart_patience": int, "batch_size": int,
-    "restart_after": int, "restart_kinds": str,
-}  # fmt: skip
+SETTING_TYPES = {**RECIPE_OPTIONS, **DATA_OPTIONS, **ARCHITECTURE_OPTIONS}
+SETTABLE = tuple(SETTING_TYPES)
 
 
 def parse_seeds(text):
@@ -220,7 +216,7 @@ def main(machine_list, seeds, cap, quick, threads, jsonl, snapshot, state_dir, t
         key, value = item.split("=", 1)
         if key not in SETTABLE:
             raise click.BadParameter(f"unknown field {key!r}; choose from {SETTABLE}")
-        changes[key] = SETTING_TYPES.get(key, float)(value)
+        changes[key] = SETTING_TYPES[key](value)
     specs, rules = build_runs(names, seed_list, cap, changes)
     started = time.monotonic()
     records = train_all(specs, rules, snapshot=snapshot, state_dir=state_dir)

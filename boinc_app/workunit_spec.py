@@ -140,14 +140,15 @@ def _check(spec):
         raise SpecError("epoch_budget and max_epochs must be at least 1")
     if spec.recipe.batch_size < 1 or spec.data.train_size < 1 or spec.data.validation_size < 1:
         raise SpecError("batch and set sizes must be at least 1")
-    kinds = spec.recipe.restart_kinds
+    _check_restart_fields(spec.recipe)
+
+
+def _check_restart_fields(recipe):
+    """The restart rule's kinds are known, its counts whole numbers >= 0 and its gains shares in
+    [0, 1] (NaN fails)."""
+    kinds = recipe.restart_kinds
     if not isinstance(kinds, str) or not set(kinds.split(",")) <= set(RESTART_KINDS):
-        raise SpecError(f"unknown restart kinds {spec.recipe.restart_kinds!r}; each must be one of {RESTART_KINDS}")
-    _check_restart_numbers(spec.recipe)
-
-
-def _check_restart_numbers(recipe):
-    """The restart rule's counts are whole numbers >= 0 and its gains shares in [0, 1] (NaN fails)."""
+        raise SpecError(f"unknown restart kinds {kinds!r}; each must be one of {RESTART_KINDS}")
     for name in ("restart_patience", "restart_after"):
         value = getattr(recipe, name)
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
