@@ -3,6 +3,7 @@
 Exit codes are mapped here and in ``boinc_app.main`` (the trainer) only.
 """
 
+import os
 import sys
 
 import click
@@ -146,6 +147,128 @@ def assimilate(store, spec_path, error_mask, arguments):
         except AssimilateError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(EXIT_NOT_STORED)
+
+
+def _daemon_options(function):
+    """BOINC's daemon options (mlds.server.daemon), spelled as BOINC spells them."""
+    function = click.option("-d", "debug_level", default=3, show_default=True, type=click.IntRange(1, 4), help="log level: 1 critical .. 4 debug")(function)
+    function = click.option("--one_pass", is_flag=True, help="one pass, then exit")(function)
+    function = click.option("--dry_run", is_flag=True, help="say what would be created, create nothing")(function)
+    function = click.option("--mod", nargs=2, type=int, default=None, help="N I: handle only share I of N")(function)
+    function = click.option("--sleep_interval", default=5.0, show_default=True, help="seconds between passes")(function)
+    return function
+
+
+_server_project = click.option("--project", required=True, type=click.Path(file_okay=False, exists=True), help="the BOINC project directory")
+_dataset_choice = click.Choice(["DS1", "DS2", "DS3"])
+
+
+@main.command()
+@_server_project
+@click.option("--app", default="mlds_trainer", show_default=True)
+@click.option("--dataset", "datasets", multiple=True, type=_dataset_choice, help="repeatable [default: DS1]")
+@click.option("--machine", "tasks", multiple=True, help="only these machines / automaton-NNN (repeatable)")
+@click.option("--networks", type=int, help="networks per task [default: the dataset's largest milestone]")
+@click.option("--networks-per-workunit", type=int)
+@click.option("--max-epochs", type=int)
+@click.option("--epoch-budget", type=int)
+@click.option("--seed", default=1, show_default=True)
+@click.option("--low-water", default=20, show_default=True, help="create work when fewer results than this are unsent")
+@click.option("--high-water", default=40, show_default=True, help="... up to this many")
+@click.option("--max-reissues", default=3, show_default=True)
+@_daemon_options
+def workgen(project, app, datasets, tasks, networks, networks_per_workunit, max_epochs, epoch_budget, seed,
+            low_water, high_water, max_reissues, debug_level, one_pass, dry_run, mod, sleep_interval):  # fmt: skip
+    """The work generator daemon of a real BOINC project (bin/mlds_workgen; BOINC's daemon options)."""
+    from mlds.server.daemon import DaemonLog, DaemonOptions, StopSignal
+    from mlds.server.project_config import ProjectConfigError, load_project_config
+    from workgen.generator import GeneratorConfig, run_daemon
+
+    log = DaemonLog(debug_level)
+    try:
+        daemon = DaemonOptions(debug_level, one_pass, dry_run, tuple(mod) if mod else None, sleep_interval)
+        config = GeneratorConfig(project, app, tuple(datasets) or ("DS1",), networks, networks_per_workunit, max_epochs,
+                                 epoch_budget, seed, tuple(tasks) or None, low_water, high_water, max_reissues, daemon)  # fmt: skip
+        project_config = load_project_config(project)
+    except (ValueError, ProjectConfigError) as exc:
+        log.critical(str(exc))
+        sys.exit(1)
+    try:
+        run_daemon(project_config, config, log, StopSignal(project_config.stop_file).install())
+    except Exception as exc:  # noqa: BLE001 - a daemon logs why it stops, as BOINC's do
+        log.critical(f"{type(exc).__name__}: {exc}")
+        sys.exit(1)
+
+
+@main.group()
+def server():
+    """mlds inside a real BOINC project: install, and the programs BOINC's daemons run."""
+
+
+@server.command("install")
+@click.argument("project", type=click.Path(file_okay=False, exists=True))
+@click.option("--app", default="mlds_trainer", show_default=True)
+@click.option("--dataset", "datasets", multiple=True, type=_dataset_choice, help="repeatable [default: DS1]")
+@click.option("--workgen-args", default="", help="extra options for the mlds_workgen daemon line, e.g. '--networks 100'")
+@click.option("--publish-args", default="", help="extra options for the mlds_publish task line")
+@click.option("--no-tokens", is_flag=True, help="script names without tokens (a BOINC with the split() token bug)")
+@click.option("--merge-config", is_flag=True, help="merge the daemon and task lines into config.xml")
+@click.option("--force", is_flag=True, help="overwrite files and lines an admin edited")
+def server_install(project, app, datasets, workgen_args, publish_args, no_tokens, merge_config, force):
+    """Install mlds into the BOINC project PROJECT (templates, bin/, project.xml, config.xml lines)."""
+    import shlex
+
+    from mlds.server.install import InstallConfig, InstallError, install
+
+    config = InstallConfig(project, app, tuple(datasets) or ("DS1",), tuple(shlex.split(workgen_args)),
+                           tuple(shlex.split(publish_args)), sys.executable, not no_tokens, merge_config, force)  # fmt: skip
+    try:
+        click.echo(install(config).describe())
+    except (InstallError, OSError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+
+
+@server.command("validate")
+@_server_project
+@click.argument("arguments", nargs=-1)
+def server_validate(project, arguments):
+    """script_validator's init script (bin/mlds_validate files result_id runtime): 0 valid, 1 invalid, 3 transient."""
+    from validator.boinc_script import main as validate_main
+
+    sys.exit(validate_main(project, arguments))
+
+
+@server.command("assimilate")
+@_server_project
+@click.option("--error", "error_mask", type=int, help="script_assimilator's failed-workunit form: --error MASK WU_NAME WU_ID BATCH")
+@click.argument("arguments", nargs=-1)
+def server_assimilate(project, error_mask, arguments):
+    """script_assimilator's script (bin/mlds_assimilate wu_id files): always 0 unless BOINC passed nothing."""
+    from assimilator.boinc_script import main as assimilate_main
+
+    sys.exit(assimilate_main(project, arguments, error_mask))
+
+
+@server.command("publish")
+@_server_project
+@click.option("--dataset", "datasets", multiple=True, type=_dataset_choice, help="repeatable [default: DS1]")
+@click.option("--machine", "tasks", multiple=True, help="only these machines count for a milestone")
+@click.option("--networks", type=int, help="the target per task (a milestone too)")
+def server_publish(project, datasets, tasks, networks):
+    """Consolidate the store, build the milestone releases reached, write the status page."""
+    from mlds.server.daemon import DaemonLog
+    from mlds.server.publish import PublishConfig, publish
+
+    log = DaemonLog()
+    try:
+        releases, removed = publish(PublishConfig(project, tuple(datasets) or ("DS1",), networks, tuple(tasks) or None))
+    except Exception as exc:  # noqa: BLE001 - a cron task logs why it failed and is run again
+        log.critical(f"mlds_publish: {type(exc).__name__}: {exc}")
+        sys.exit(1)
+    for path in removed:
+        log.normal(f"mlds_publish: removed stale temporary {path}")
+    log.normal(f"mlds_publish: {len(releases)} release(s): {', '.join(os.path.basename(r) for r in releases) or 'none yet'}")
 
 
 def _test_server_call(function, *args, **kwargs):

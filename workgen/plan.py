@@ -14,9 +14,8 @@ import dataclasses
 from dataclasses import dataclass
 
 from boinc_app.training import TRAINING
-from boinc_app.workunit_spec import task_label
 from workgen.datasets import get_dataset
-from workgen.specs import make_spec, workunit_name
+from workgen.specs import make_spec, parse_workunit_name
 
 RESUME_NAME = "checkpoint.h5"  # logical name of the previous result in a follow-up workunit
 
@@ -67,12 +66,10 @@ def follow_up(spec, state):
     """The next workunit for the networks of ``spec`` still training, or None when all are finished."""
     if all(network.status != TRAINING for network in state.networks):
         return None
-    first = int(spec.networks[0].key.split("-")[1])
-    step = continuation_step(spec.name) + 1
-    name = workunit_name(spec.dataset, task_label(spec.task), first, len(spec.networks), step)
+    name = str(parse_workunit_name(spec.name).next_continuation())
     return dataclasses.replace(spec, name=name, resume_from=RESUME_NAME)
 
 
 def continuation_step(name):
-    """``DS1-ParityMachine-n000004-k4-c2`` -> 2."""
-    return int(name.rsplit("-c", 1)[1])
+    """``DS1-ParityMachine-n000004-k4-c2`` (or ``...-c2-r1``) -> 2."""
+    return parse_workunit_name(name).continuation

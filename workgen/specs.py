@@ -1,12 +1,17 @@
 """Workunit specs and names, derived from a dataset declaration.
 
-A workunit is named ``<dataset>-<task>-n<first network index>-k<networks>-c<continuation step>``:
-deterministic, unique per network range and continuation, so creating work twice never duplicates
-it. Network ``i`` of a task uses seed ``base_seed + i`` for both its initialisation and its batch
+A workunit is named ``<dataset>-<task>-n<first network index>-k<networks>-c<continuation step>``,
+plus ``-r<N>`` for the N-th re-issue of a workunit BOINC gave up on (BOINC's names are unique in its
+database, so a re-issue needs a name of its own): deterministic, unique per network range,
+continuation and re-issue, so creating work twice never duplicates it. Names hold no ``_``: BOINC
+names a result ``<workunit>_<n>`` and its upload ``<result>_r<random>_<i>``, so the workunit is
+everything before the first ``_`` of an upload's file name. Network ``i`` of a task uses seed ``base_seed + i`` for both its initialisation and its batch
 order, so any network can be re-trained alone from its index.
 """
 
 import dataclasses
+import re
+from dataclasses import dataclass
 
 import machines
 from boinc_app.workunit_spec import DataConfig, NetworkSeeds, WorkunitSpec, task_label
@@ -15,8 +20,47 @@ from machines.sequences import shared_set_seed
 from workgen.datasets import get_dataset
 
 
-def workunit_name(dataset, task_name, first_index, count, continuation=0):
-    return f"{dataset}-{task_name}-n{first_index:06d}-k{count}-c{continuation}"
+_NAME = re.compile(r"^(DS[0-9]+)-([A-Za-z0-9-]+?)-n([0-9]{6,})-k([1-9][0-9]*)-c([0-9]+)(?:-r([1-9][0-9]*))?$")
+
+
+def workunit_name(dataset, task_name, first_index, count, continuation=0, reissue=0):
+    name = f"{dataset}-{task_name}-n{first_index:06d}-k{count}-c{continuation}"
+    return f"{name}-r{reissue}" if reissue else name
+
+
+@dataclass(frozen=True)
+class WorkunitName:
+    """The parts of a workunit name (``parse_workunit_name``)."""
+
+    dataset: str
+    task: str
+    first_index: int
+    count: int
+    continuation: int
+    reissue: int
+
+    def __str__(self):
+        return workunit_name(self.dataset, self.task, self.first_index, self.count, self.continuation, self.reissue)
+
+    @property
+    def base(self):
+        """The name without its re-issue suffix: what every re-issue of one workunit shares."""
+        return workunit_name(self.dataset, self.task, self.first_index, self.count, self.continuation)
+
+    def reissued(self):
+        return dataclasses.replace(self, reissue=self.reissue + 1)
+
+    def next_continuation(self):
+        return dataclasses.replace(self, continuation=self.continuation + 1, reissue=0)
+
+
+def parse_workunit_name(name):
+    """A ``WorkunitName``; ``ValueError`` for a name the work generator never makes."""
+    match = _NAME.match(name)
+    if not match:
+        raise ValueError(f"{name!r} is not an mlds workunit name (<dataset>-<task>-nNNNNNN-kK-cC[-rR])")
+    dataset, task, first, count, continuation, reissue = match.groups()
+    return WorkunitName(dataset, task, int(first), int(count), int(continuation), int(reissue or 0))
 
 
 def data_config(config, task):
