@@ -79,3 +79,18 @@ def small_result(tmp_path_factory):
 def small_ds2_result(tmp_path_factory):
     """A trained DS2 result (2 networks, 2 epochs)."""
     return train_small(tmp_path_factory.mktemp("small_ds2_result"), dataset="DS2", machine="ParityModified")
+
+
+def train_spec(directory, spec, name="result.h5"):
+    """Write ``spec`` into ``directory`` and train it; returns ``(spec_path, result_path)``."""
+    spec_path, result_path = directory / f"{spec.name}.json", directory / name
+    write_spec(spec, spec_path)
+    run_trainer(TrainerConfig(str(spec_path), str(result_path)), SilentControl)
+    return spec_path, result_path
+
+
+@pytest.fixture(scope="session")
+def unfinished_result(tmp_path_factory):
+    """A DS1 result whose 2 networks are still training (2 of 4 epochs): it needs a follow-up."""
+    spec = with_data(make_spec("DS1", "SingleInvertMachine", networks=2, max_epochs=4, epoch_budget=2), train_size=1000)
+    return train_spec(tmp_path_factory.mktemp("unfinished_result"), spec)
