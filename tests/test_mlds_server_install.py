@@ -109,6 +109,9 @@ def test_without_tokens_for_a_boinc_with_the_token_bug(project):
 
 def test_the_installed_programs_find_their_project_from_their_own_path(project):
     install(InstallConfig(str(project)))
+    # BOINC's bin/ holds Python scripts named like mlds's packages; they must not shadow them
+    for shadow in ("assimilator.py", "validator.py", "workgen.py"):
+        (project / "bin" / shadow).write_text("raise ImportError('BOINC script imported instead of mlds')\n")
     tmp_host = project / "tmp_testhost"
     tmp_host.mkdir()
     # as script_assimilator calls it: ../bin/mlds_assimilate with no arguments is BOINC's token bug

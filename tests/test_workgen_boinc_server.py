@@ -93,6 +93,8 @@ def test_estimates_come_from_the_spec_not_from_templates(installed):
     assert (est, bound, memory, disk) == pytest.approx(
         (expected["rsc_fpops_est"], expected["rsc_fpops_bound"], expected["rsc_memory_bound"], expected["rsc_disk_bound"]))
     assert est != 3.6e12 and disk != 1e9  # BOINC's defaults
+    counts = rows(installed, "SELECT min_quorum, target_nresults, max_error_results, max_total_results FROM workunit")
+    assert counts == ((1, 1, 3, 5),)  # the template's: BOINC's default of 1 fails a workunit at its first bad result
     staged = installed.run_bin("dir_hier_path", f"{name}.json").stdout.split()[-1]
     assert open(staged, "rb").read() == open(ServerState(str(installed.root)).spec_path(name), "rb").read()
 

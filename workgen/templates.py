@@ -14,6 +14,10 @@ from boinc_app.filenames import RESULT_NAME, SPEC_NAME
 from workgen.plan import RESUME_NAME
 
 DELAY_BOUND_SECONDS = 7 * 86400
+# BOINC's defaults are 1 each: one crashed or invalid result would fail the workunit. A volunteer's
+# result may be lost or bad; BOINC sends the work again, up to these counts (min_quorum 1: each
+# result is judged alone, by the validator's re-evaluation and spot check, not by comparison).
+RESULT_COUNTS = {"min_quorum": 1, "target_nresults": 1, "max_error_results": 3, "max_total_results": 5, "max_success_results": 3}
 
 
 def input_template_name(app, resume):
@@ -36,9 +40,10 @@ def input_template(resume):
     names = [SPEC_NAME] + ([RESUME_NAME] if resume else [])
     infos = "".join("    <file_info>\n    </file_info>\n" for _ in names)
     refs = "".join(f"        <file_ref>\n            <open_name>{name}</open_name>\n        </file_ref>\n" for name in names)
+    counts = "".join(f"        <{name}>{value}</{name}>\n" for name, value in RESULT_COUNTS.items())
     return (
         f"<input_template>\n{infos}    <workunit>\n{refs}"
-        f"        <delay_bound>{DELAY_BOUND_SECONDS}</delay_bound>\n"
+        f"        <delay_bound>{DELAY_BOUND_SECONDS}</delay_bound>\n{counts}"
         "    </workunit>\n</input_template>\n"
     )
 

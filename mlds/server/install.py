@@ -44,7 +44,10 @@ SHIM = """#!{python}
 import os
 import sys
 
-PROJECT = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+BIN = os.path.dirname(os.path.realpath(__file__))
+PROJECT = os.path.dirname(BIN)
+# Python puts bin/ first on sys.path, and BOINC's bin/ holds assimilator.py, validator.py, ...
+sys.path[:] = [p for p in sys.path if os.path.realpath(p or ".") != BIN]
 sys.argv[1:1] = {command_words!r} + ["--project", PROJECT]
 from mlds.cli import main
 
