@@ -236,7 +236,19 @@ def server_validate(project, arguments):
     """script_validator's init script (bin/mlds_validate files result_id runtime): 0 valid, 1 invalid, 3 transient."""
     from validator.boinc_script import main as validate_main
 
-    sys.exit(validate_main(project, arguments))
+    sys.exit(validate_main(project, arguments, bound_resources=True))
+
+
+@server.command("validate-service")
+@_server_project
+def server_validate_service(project):
+    """The validation service bin/mlds_validate asks first (a daemon: imports torch once, forks per result)."""
+    from mlds.server.daemon import DaemonLog, StopSignal
+    from mlds.server.project_config import load_project_config
+    from mlds.server.validation_service import serve
+
+    config = load_project_config(project)
+    serve(config, DaemonLog(), StopSignal(config.stop_file).install())
 
 
 @server.command("assimilate")

@@ -50,7 +50,7 @@ def test_install_writes_templates_programs_app_and_merges_daemons(project):
     assert (project / "templates" / "mlds_trainer_in_resume").read_text().count("<file_info>") == 2
     max_nbytes = int(etree.parse(str(project / "templates" / "mlds_trainer_out")).findtext(".//max_nbytes"))
     assert 5e6 < max_nbytes < 64e6  # the largest honest result of DS1 (32 networks) and DS3 (8 networks)
-    for program in ("mlds_workgen", "mlds_validate", "mlds_assimilate", "mlds_publish"):
+    for program in ("mlds_workgen", "mlds_validate", "mlds_validate_service", "mlds_assimilate", "mlds_publish"):
         path = project / "bin" / program
         assert os.access(path, os.X_OK) and path.read_text().startswith(f"#!{sys.executable}\n")
     apps = [e.findtext("name") for e in etree.parse(str(project / "project.xml")).getroot().findall("app")]
@@ -64,8 +64,8 @@ def test_install_writes_templates_programs_app_and_merges_daemons(project):
     tree = etree.parse(str(project / "config.xml"))
     outputs = [e.findtext("output") for e in tree.iterfind("daemons/daemon")]
     pids = [e.findtext("pid_file") for e in tree.iterfind("daemons/daemon")]
-    assert outputs[2:] == ["mlds_workgen.log", "mlds_validate.log", "mlds_assimilate.log"]
-    assert pids[2:] == ["mlds_workgen.pid", "mlds_validate.pid", "mlds_assimilate.pid"]
+    assert outputs[2:] == ["mlds_workgen.log", "mlds_validate_service.log", "mlds_validate.log", "mlds_assimilate.log"]
+    assert pids[2:] == ["mlds_workgen.pid", "mlds_validate_service.pid", "mlds_validate.pid", "mlds_assimilate.pid"]
     assert [e.findtext("cmd") for e in tree.iterfind("tasks/task")] == ["db_dump -d 2", "mlds_publish --dataset DS1 --dataset DS3"]
     assert "config.xml" in report.written
 

@@ -62,8 +62,9 @@ def spec_for_upload(state, path):
     return state.spec_path(workunit_of_upload(path))
 
 
-def validate_call(state, call):
-    """The verdict for one script_validator call (``validator.checks.Outcome``)."""
+def validate_call(state, call, bound_resources=False):
+    """The verdict for one script_validator call (``validator.checks.Outcome``); ``bound_resources``
+    only in a process that validates this one result and exits (``validator.limits``)."""
     if not call.paths:
         return Outcome(TRANSIENT, TOKEN_BUG)
     if len(call.paths) != 1:
@@ -74,7 +75,7 @@ def validate_call(state, call):
         return Outcome(INVALID, f"not an mlds upload: {exc}")
     if not os.path.isfile(spec_path):
         return Outcome(TRANSIENT, f"no spec {spec_path}: the server's mlds/specs lacks this workunit (was it made by mlds workgen?)")
-    return validate_files(spec_path, call.paths[0])
+    return validate_files(spec_path, call.paths[0], bound_resources=bound_resources)
 
 
 def implausible_runtime(spec_path, result_path, runtime):
@@ -92,7 +93,7 @@ def implausible_runtime(spec_path, result_path, runtime):
     return None
 
 
-def main(project_root, arguments, log=None):
+def main(project_root, arguments, log=None, bound_resources=False):
     """Entry point for ``mlds server validate``: logs the verdict, returns BOINC's exit code."""
     from mlds.server.daemon import DaemonLog
     from mlds.server.state import ServerState
@@ -100,7 +101,7 @@ def main(project_root, arguments, log=None):
     log = log or DaemonLog(stream=sys.stderr)
     state = ServerState(project_root)
     call = parse_arguments(arguments)
-    outcome = validate_call(state, call)
+    outcome = validate_call(state, call, bound_resources)
     who = f"result {call.result_id}" if call.result_id is not None else (os.path.basename(call.paths[0]) if call.paths else "?")
     if outcome.verdict == VALID:
         try:

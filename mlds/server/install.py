@@ -35,6 +35,7 @@ from workgen.templates import input_template, input_template_name, output_templa
 PROGRAMS = {  # bin/ name -> the mlds command it runs
     "mlds_workgen": ["workgen"],
     "mlds_validate": ["server", "validate"],
+    "mlds_validate_service": ["server", "validate-service"],
     "mlds_assimilate": ["server", "assimilate"],
     "mlds_publish": ["server", "publish"],
 }
@@ -48,10 +49,18 @@ BIN = os.path.dirname(os.path.realpath(__file__))
 PROJECT = os.path.dirname(BIN)
 # Python puts bin/ first on sys.path, and BOINC's bin/ holds assimilator.py, validator.py, ...
 sys.path[:] = [p for p in sys.path if os.path.realpath(p or ".") != BIN]
-sys.argv[1:1] = {command_words!r} + ["--project", PROJECT]
+{fast_path}sys.argv[1:1] = {command_words!r} + ["--project", PROJECT]
 from mlds.cli import main
 
 main(prog_name="{name}")
+"""
+
+VALIDATE_FAST_PATH = """from mlds.server.validation_client import ask_service
+
+answer = ask_service(PROJECT, sys.argv[1:])  # the validation service, when it runs
+if answer is not None:
+    sys.stderr.write(answer[1])
+    sys.exit(answer[0])
 """
 
 
@@ -107,7 +116,8 @@ def planned_files(config):
         os.path.join("templates", output_template_name(config.app)): (output_template(largest_result_bytes(config.datasets)), False),
     }
     for name, command in PROGRAMS.items():
-        text = SHIM.format(python=config.python, name=name, command=" ".join(command), command_words=command)
+        fast_path = VALIDATE_FAST_PATH if name == "mlds_validate" else ""
+        text = SHIM.format(python=config.python, name=name, command=" ".join(command), command_words=command, fast_path=fast_path)
         files[os.path.join("bin", name)] = (text, True)
     return files
 
@@ -122,6 +132,7 @@ def daemon_entries(config):
     publish = shlex.join(["mlds_publish", *datasets, *config.publish_arguments])
     return [
         ("daemon", workgen, "mlds_workgen.log", "mlds_workgen.pid"),
+        ("daemon", "mlds_validate_service", "mlds_validate_service.log", "mlds_validate_service.pid"),
         ("daemon", f'script_validator --app {app} --init_script "{validate}"', "mlds_validate.log", "mlds_validate.pid"),
         ("daemon", f'script_assimilator --app {app} --script "{assimilate}"', "mlds_assimilate.log", "mlds_assimilate.pid"),
         ("task", publish, "mlds_publish.log", None),
