@@ -59,7 +59,9 @@ def test_install_writes_templates_programs_app_and_merges_daemons(project):
     commands = config.daemons
     assert commands[:2] == ("feeder -d 3", "transitioner -d 3")
     assert "mlds_workgen --app mlds_trainer --dataset DS1 --dataset DS3 --networks 100" in commands
-    assert 'script_validator --app mlds_trainer --init_script "mlds_validate files result_id runtime"' in commands
+    validator = next(c for c in commands if c.startswith("script_validator"))
+    assert validator.startswith('script_validator --app mlds_trainer --init_script "mlds_validate files result_id runtime" --max_granted_credit ')
+    assert 10 < float(validator.split()[-1]) < 1e5  # credits: the largest fpops bound at 200 credits per 86,400 GFLOP
     assert 'script_assimilator --app mlds_trainer --script "mlds_assimilate wu_id files"' in commands
     tree = etree.parse(str(project / "config.xml"))
     outputs = [e.findtext("output") for e in tree.iterfind("daemons/daemon")]
@@ -103,7 +105,7 @@ def test_an_edited_daemon_line_is_kept_unless_forced(project):
 def test_without_tokens_for_a_boinc_with_the_token_bug(project):
     install(InstallConfig(str(project), tokens=False, merge_config=True))
     commands = load_project_config(project).daemons
-    assert 'script_validator --app mlds_trainer --init_script "mlds_validate"' in commands
+    assert any(c.startswith('script_validator --app mlds_trainer --init_script "mlds_validate" ') for c in commands)
     assert 'script_assimilator --app mlds_trainer --script "mlds_assimilate"' in commands
 
 

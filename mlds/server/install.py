@@ -122,6 +122,22 @@ def planned_files(config):
     return files
 
 
+COBBLESTONE_SCALE = 200 / 86400e9  # BOINC's credits per FLOP (sched/credit.cpp)
+
+
+def max_granted_credit(datasets):
+    """The validator's ``--max_granted_credit``: the credit of the largest ``rsc_fpops_bound`` a
+    workunit of these datasets gets, so a forged runtime cannot claim more than the bound."""
+    from workgen.bounds import workunit_bounds
+
+    bounds = []
+    for name in datasets:
+        config = get_dataset(name)
+        spec = make_spec(name, config.task_names()[0], networks=config.networks_per_workunit)
+        bounds.append(workunit_bounds(spec)["rsc_fpops_bound"])
+    return round(max(bounds) * COBBLESTONE_SCALE, 1)
+
+
 def daemon_entries(config):
     """``[(tag, cmd, output, pid_file or None)]``: the daemons and the periodic publish task."""
     app = config.app
@@ -133,7 +149,8 @@ def daemon_entries(config):
     return [
         ("daemon", workgen, "mlds_workgen.log", "mlds_workgen.pid"),
         ("daemon", "mlds_validate_service", "mlds_validate_service.log", "mlds_validate_service.pid"),
-        ("daemon", f'script_validator --app {app} --init_script "{validate}"', "mlds_validate.log", "mlds_validate.pid"),
+        ("daemon", f'script_validator --app {app} --init_script "{validate}" --max_granted_credit {max_granted_credit(config.datasets)}',
+         "mlds_validate.log", "mlds_validate.pid"),
         ("daemon", f'script_assimilator --app {app} --script "{assimilate}"', "mlds_assimilate.log", "mlds_assimilate.pid"),
         ("task", publish, "mlds_publish.log", None),
     ]
