@@ -300,6 +300,11 @@ _project_option = click.option("--project", required=True, type=click.Path(file_
 @main.group("test-server")
 def test_server():
     """A BOINC test project server on 127.0.0.1, enough for a real 7.20 client (README: Test project server)."""
+    try:
+        import cryptography  # noqa: F401 - code signing; the test server's only dependency of its own
+    except ImportError:
+        click.echo("error: the test project server needs its extra: pip install 'mlds[test-server]'", err=True)
+        sys.exit(1)
 
 
 @test_server.command("init")

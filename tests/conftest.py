@@ -9,6 +9,8 @@ from boinc_app.trainer import TrainerConfig, run_trainer
 from boinc_app.workunit_spec import write_spec
 from workgen.specs import make_spec, with_data
 
+pytest_plugins = ["tests.boinc_server_fixtures"]
+
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 # One thread: the trainer runs single-threaded per process, and oversubscribed cores make

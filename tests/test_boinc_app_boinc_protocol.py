@@ -11,10 +11,14 @@ with a deadline; the only fixed wait is the 2-second window in which a suspended
 no CPU.
 
 The workunit is what ``mlds spec --dataset DS1 --machine EightBitMachine --networks 1
---max-epochs 3`` writes: three epochs of a few seconds each.
+--max-epochs 3`` writes, with its training set sized on this machine (fixture ``spec``) so that
+each epoch lasts at least ``EPOCH_SECONDS``: the trainer reports progress once per epoch and status
+once a second, and the checks below need several statuses per epoch whatever the CPU's speed.
 """
 
 import collections
+import dataclasses
+import math
 import os
 import re
 import subprocess
@@ -30,15 +34,58 @@ from boinc_app.boinc_errors import TemporaryExit
 from boinc_app.result_file import read_result
 from boinc_app.shared_memory import SHARED_MEM_SIZE, SharedMemory, open_mmap_file
 from boinc_app.slot_files import take_slot_lock
+from boinc_app.trainer import TrainerConfig, run_trainer
 from boinc_app.workunit_spec import write_spec
 from tests.test_boinc_app_init_data import client_init_data_xml
 from tests.test_boinc_app_training import assert_same_networks
-from workgen.specs import make_spec
+from workgen.specs import make_spec, with_data
 
 REPO = Path(__file__).resolve().parents[1]
-SPEC = make_spec("DS1", "EightBitMachine", networks=1, max_epochs=3)  # never converges within 3 epochs
+# never converges within 3 epochs (EightBitMachine needs ~200), even with a training set many times larger
+BASE_SPEC = make_spec("DS1", "EightBitMachine", networks=1, max_epochs=3)
+EPOCH_SECONDS = 4.0  # each epoch lasts at least four status periods (the trainer reports once a second)
 PROJECT = "127.0.0.1_39341"
-RESULT_NAME = f"{SPEC.name}_0_r1234_0"  # the physical name: <result_name>_0
+RESULT_NAME = f"{BASE_SPEC.name}_0_r1234_0"  # the physical name: <result_name>_0 (train_size keeps the name)
+
+
+class EpochClock:
+    """A control that records when each epoch ends (the trainer reports progress once per epoch)."""
+
+    def __init__(self, write_checkpoint=None):
+        self.ends = []
+
+    def wait_while_suspended(self):
+        pass
+
+    def report_progress(self, state, fraction):
+        self.ends.append(time.monotonic())
+
+    def quit_requested(self):
+        return False
+
+    def checkpoint_due(self):
+        return False
+
+
+def epoch_seconds(spec, directory):
+    """Wall time of one training epoch of ``spec`` here: from the end of epoch 1 to the end of epoch 2."""
+    write_spec(dataclasses.replace(spec, max_epochs=2, epoch_budget=2), directory / "spec.json")
+    clock = EpochClock()
+    run_trainer(TrainerConfig(str(directory / "spec.json"), str(directory / "result.h5")), lambda _: clock)
+    first, second = clock.ends[:2]
+    return second - first
+
+
+@pytest.fixture(scope="module")
+def spec(tmp_path_factory):
+    """``BASE_SPEC`` with a training set large enough that an epoch takes ``EPOCH_SECONDS`` here.
+
+    An epoch's time grows with the training set (the validation set is fixed), so scaling the set
+    by the shortfall makes an epoch at least that long; a machine already that slow keeps the base."""
+    measured = epoch_seconds(BASE_SPEC, tmp_path_factory.mktemp("calibration"))
+    if measured >= EPOCH_SECONDS:
+        return BASE_SPEC
+    return with_data(BASE_SPEC, train_size=math.ceil(BASE_SPEC.data.train_size * EPOCH_SECONDS / measured))
 
 
 def status_fields(message):
@@ -55,17 +102,18 @@ def process_cpu_seconds(pid):
 class FakeClient:
     """The client's side of one slot (see the module docstring)."""
 
-    def __init__(self, root, **init_fields):
+    def __init__(self, root, spec, **init_fields):
+        self.spec = spec
         self.project = root / "projects" / PROJECT
         self.slot = root / "slots" / "0"
         self.project.mkdir(parents=True)
         self.slot.mkdir(parents=True)
-        write_spec(SPEC, self.project / f"{SPEC.name}_spec")
+        write_spec(spec, self.project / f"{spec.name}_spec")
         self.result = self.project / RESULT_NAME
-        for logical, physical in (("spec.json", f"{SPEC.name}_spec"), ("result.h5", RESULT_NAME)):
+        for logical, physical in (("spec.json", f"{spec.name}_spec"), ("result.h5", RESULT_NAME)):
             (self.slot / logical).write_text(f"<soft_link>../../projects/{PROJECT}/{physical}</soft_link>\n")
         self.init_fields = {
-            "project_dir": str(self.project), "boinc_dir": str(root), "wu_name": SPEC.name,
+            "project_dir": str(self.project), "boinc_dir": str(root), "wu_name": spec.name,
             "result_name": RESULT_NAME[:-2], "client_pid": os.getpid(), "checkpoint_period": 1.0, **init_fields,
         }  # fmt: skip
         self.process = None
@@ -137,11 +185,11 @@ class FakeClient:
 
 
 @pytest.fixture
-def client(tmp_path):
+def client(tmp_path, spec):
     made = []
 
     def make(**init_fields):
-        made.append(FakeClient(tmp_path, **init_fields))
+        made.append(FakeClient(tmp_path, spec, **init_fields))
         return made[-1]
 
     yield make
@@ -163,9 +211,9 @@ def wait_until_cpu_idle(pid, deadline_seconds=20.0):
 
 
 @pytest.fixture(scope="module")
-def full_run(tmp_path_factory):
+def full_run(tmp_path_factory, spec):
     """An uninterrupted task with a suspension after the first checkpoint (one run, many checks)."""
-    fake = FakeClient(tmp_path_factory.mktemp("full"), fraction_done_start=0.1, fraction_done_end=0.9)
+    fake = FakeClient(tmp_path_factory.mktemp("full"), spec, fraction_done_start=0.1, fraction_done_end=0.9)
     try:
         fake.start()
         fake.wait_for(lambda: any(c > 0 for c in fake.reported("checkpoint_cpu_time")))
@@ -192,7 +240,7 @@ def test_finished_task_writes_result_then_finish_file(full_run):
     fake, code, *_ = full_run
     assert code == 0, fake.stderr()
     assert (fake.slot / "boinc_finish_called").read_text() == "0\n"
-    _, state, attrs = read_result(fake.result, spec=SPEC)  # written through the soft link
+    _, state, attrs = read_result(fake.result, spec=fake.spec)  # written through the soft link
     assert attrs["complete"] and [n.epochs for n in state.networks] == [3]
     assert (fake.slot / "result.h5").read_text().startswith("<soft_link>")  # the link is intact
     assert not (fake.slot / "result.h5.checkpoint").exists()
@@ -225,7 +273,7 @@ def test_checkpoint_cpu_time_is_zero_until_a_checkpoint_and_fpops_rise(full_run)
         assert fields["checkpoint_cpu_time"] <= fields["current_cpu_time"]
     fpops = fake.reported("fpops_cumulative")
     assert fpops == sorted(fpops) and len(set(fpops)) == 3
-    epochs = [flops.network_epoch_flops(SPEC, e) for e in range(3)]
+    epochs = [flops.network_epoch_flops(fake.spec, e) for e in range(3)]
     assert [value for value in sorted(set(fpops))] == pytest.approx([sum(epochs[:k]) for k in (1, 2, 3)], rel=1e-6)
 
 
@@ -249,7 +297,7 @@ def test_quit_checkpoints_and_the_restarted_task_ends_bitwise_identical(client, 
     fake.send("<quit/>")
     assert fake.wait(timeout=60) == 0
     assert not (fake.slot / "boinc_finish_called").exists() and not fake.result.exists()
-    _, saved, _ = read_result(fake.slot / "result.h5.checkpoint", spec=SPEC)
+    _, saved, _ = read_result(fake.slot / "result.h5.checkpoint", spec=fake.spec)
     assert saved.networks[0].epochs in (1, 2)
     checkpoints = sorted(set(c for c in fake.reported("checkpoint_cpu_time") if c > 0))
     assert len(checkpoints) == saved.networks[0].epochs  # each one reached the client, the last too
@@ -260,8 +308,8 @@ def test_quit_checkpoints_and_the_restarted_task_ends_bitwise_identical(client, 
     assert fake.statuses[0][1]["checkpoint_cpu_time"] == pytest.approx(checkpoint_cpu, rel=1e-5)
     assert fake.statuses[0][1]["current_cpu_time"] > checkpoint_cpu
     assert (fake.slot / "boinc_finish_called").read_text() == "0\n"
-    _, resumed, _ = read_result(fake.result, spec=SPEC)
-    _, uninterrupted, _ = read_result(full_run[0].result, spec=SPEC)
+    _, resumed, _ = read_result(fake.result, spec=fake.spec)
+    _, uninterrupted, _ = read_result(full_run[0].result, spec=fake.spec)
     assert_same_networks(resumed, uninterrupted)
 
 

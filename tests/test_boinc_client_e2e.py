@@ -15,11 +15,14 @@ init_data.xml, written when the task starts) and asks the client for work with `
 --project URL update``. They check what the client and the app do to a running task: suspend and
 resume (and that fraction done only rises), quit with a client restart, SIGKILL, abort. The
 workunits are short: one DS1 network, EightBitMachine for the running-task tests (it never
-converges within their 4 epochs, so each task runs 4 epochs of a few seconds), SingleDirectMachine
-for the round trip (it converges in an epoch or two).
+converges within their 4 epochs, so each task runs 4 epochs), SingleDirectMachine for the round trip
+(it converges in an epoch or two). The running-task workunits' training set is sized on this machine
+(``live``) so that an epoch lasts at least ``EPOCH_SECONDS``, whatever the CPU's speed: the tests
+suspend, quit or kill a task between epochs and must find it still running.
 """
 
 import json
+import math
 import os
 import re
 import shutil
@@ -36,10 +39,13 @@ from click.testing import CliRunner
 
 from assimilator.store import DatasetStore
 from boinc_app.result_file import read_result
+from boinc_app.workunit_spec import write_spec
 from mlds.cli import main
 from mlds.test_server.project import load_project
 from mlds.test_server.queries import format_summaries, workunit_summaries
+from tests.test_boinc_app_boinc_protocol import EPOCH_SECONDS, epoch_seconds
 from tests.test_boinc_app_training import assert_same_networks
+from workgen.specs import make_spec, with_data
 
 BOINC, BOINCCMD = shutil.which("boinc"), shutil.which("boinccmd")
 GUI_PASSWORD = "e2e-test"
@@ -100,8 +106,9 @@ def tail(path, lines=40):
 class Harness:
     """The project, its server process and a private client, with diagnostics for failures."""
 
-    def __init__(self, tmp_path):
+    def __init__(self, tmp_path, train_sizes=None):
         self.tmp = tmp_path
+        self.train_sizes = train_sizes or {}  # machine -> training set size of its workunits
         self.project_dir = str(tmp_path / "project")
         self.client_dir = tmp_path / "client"
         self.port, self.gui_port = free_ports(2)
@@ -130,6 +137,9 @@ class Harness:
             spec = self.tmp / f"e2e_ds1_{machine}_{max_epochs}_{first_index}_spec.json"
             cli("spec", "--dataset", "DS1", "--machine", machine, "--networks", "1", "--first-index", str(first_index),
                 "--max-epochs", str(max_epochs), "-o", str(spec))  # fmt: skip
+            if machine in self.train_sizes:  # what ``mlds spec`` writes, with the training set resized
+                made = make_spec("DS1", machine, networks=1, first_index=first_index, max_epochs=max_epochs)
+                write_spec(with_data(made, train_size=self.train_sizes[machine]), spec)
             cli("test-server", "stage-file", "--project", self.project_dir, "--copy", str(spec))
             self.specs[key] = spec
         return self.specs[key]
@@ -338,10 +348,19 @@ LONG_MACHINE = "EightBitMachine"  # the workunits below: never converges within 
 LONG_EPOCHS = 4
 
 
+def long_train_size(directory):
+    """The training set size that makes an epoch of a ``LONG_MACHINE`` workunit last at least
+    ``EPOCH_SECONDS`` here (the dataset's own size on a machine already that slow)."""
+    spec = make_spec("DS1", LONG_MACHINE, networks=1, max_epochs=LONG_EPOCHS)
+    measured = epoch_seconds(spec, directory)
+    return max(spec.data.train_size, math.ceil(spec.data.train_size * EPOCH_SECONDS / measured))
+
+
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
     """One server and one attached client, shared by the tests below (each adds its own workunit)."""
-    h = Harness(tmp_path_factory.mktemp("live"))
+    train_size = long_train_size(tmp_path_factory.mktemp("calibration"))
+    h = Harness(tmp_path_factory.mktemp("live"), train_sizes={LONG_MACHINE: train_size})
     try:
         h.init_project()
         h.start_server()
