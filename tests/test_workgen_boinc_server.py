@@ -164,3 +164,11 @@ def test_kill_9_at_any_moment_creates_no_duplicate_and_loses_no_network(installe
     state = ServerState(str(installed.root))
     assert sorted(list_records(state.specs_dir)) == sorted(workunits(installed))
     assert os.listdir(state.staging_dir) == [] or all(n.endswith((".json", ".h5")) for n in os.listdir(state.staging_dir))
+
+
+def test_a_create_work_that_creates_nothing_is_logged_not_counted(installed):
+    (installed.root / "templates" / "mlds_trainer_out").unlink()  # create_work --stdin then exits 0 having made nothing
+    done = workgen(installed, "--networks", "8", "--low-water", "1", "--high-water", "1")
+    assert workunits(installed) == {}
+    assert "[CRITICAL] create_work did not create 1 workunit(s)" in done.stdout and "mlds_trainer_out" in done.stdout
+    assert "created nothing" in done.stdout

@@ -27,7 +27,7 @@ def _run(project_root, argv, stdin_text=None, timeout=600):
     if completed.returncode != 0:
         output = (completed.stdout + completed.stderr).strip()
         raise BoincToolError(f"{shlex.join(argv)} exited {completed.returncode}: {output[-2000:]}")
-    return completed.stdout
+    return completed.stdout + completed.stderr
 
 
 def stage_files(project_root, paths):

@@ -181,7 +181,8 @@ def stage_inputs(state, job):
 
 
 def submit(project_root, state, config, jobs, log):
-    """Stage every job's inputs and create the workunits, one ``create_work`` call per set of bounds."""
+    """Stage every job's inputs and create the workunits, one ``create_work`` call per set of bounds;
+    returns create_work's output."""
     from workgen.boinc_tools import create_work, job_line, stage_files
 
     groups = {}
@@ -200,8 +201,7 @@ def submit(project_root, state, config, jobs, log):
         for path in staged:
             remove_if_present(path)
     result_template = os.path.join("templates", output_template_name(config.app))
-    for bounds, lines in groups.items():
-        create_work(project_root, config.app, lines, dict(bounds), result_template)
+    return "".join(create_work(project_root, config.app, lines, dict(bounds), result_template) for bounds, lines in groups.items())
 
 
 def run_pass(project, config, connection, log):
@@ -220,13 +220,16 @@ def run_pass(project, config, connection, log):
         log.debug(f"{'would create' if config.daemon.dry_run else 'creating'} {job.kind} {job.name}")
     if config.daemon.dry_run or not jobs:
         return report
-    submit(project.root, state, config, jobs, log)
+    output = submit(project.root, state, config, jobs, log)
     created = boinc_db.existing_workunits(connection, appid, [job.name for job in jobs])
     for job in jobs:
         if job.name in created:
             report.created[job.kind] += 1
             if job.record:
                 remove_if_present(job.record)
+    missing = [job.name for job in jobs if job.name not in created]
+    if missing:  # create_work --stdin can exit 0 having created nothing
+        log.critical(f"create_work did not create {len(missing)} workunit(s) ({', '.join(missing[:3])}, ...): {output.strip()[-1000:]}")
     return report
 
 
