@@ -37,12 +37,12 @@ def dataset_progress(store_root, dataset, tasks=None, milestones=None):
     milestones = tuple(milestones or config.milestones)
     if tasks is None:
         tasks = config.task_names()
-    _, tables = DatasetStore(store_root, dataset).read()
+    _, columns = DatasetStore(store_root, dataset).columns()  # metadata only: a store can be 489 GB
     rows = []
     for task in tasks:
-        table = tables.get(task)
-        count = len(table) if table is not None else 0
-        converged = int(table.columns["converged"].sum()) if count else 0
+        task_columns = columns.get(task)
+        count = len(task_columns["index"]) if task_columns is not None else 0
+        converged = int(task_columns["converged"].sum()) if count else 0
         rows.append(ProgressRow(dataset, task, count, converged, count - converged, next_milestone(count, milestones)))
     return rows
 

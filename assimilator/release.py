@@ -13,11 +13,12 @@ import hashlib
 import io
 import os
 import tarfile
+import tempfile
 
 import numpy as np
 
 import mlds
-from assimilator.store import store_file_bytes
+from assimilator.store import StoreError, copy_rows
 from boinc_app.atomic_file import write_atomically
 
 LICENSE = "CC BY-SA 4.0"
@@ -27,57 +28,83 @@ def release_name(dataset, count):
     return f"MLDS-{dataset}-{count}"
 
 
-def reached_milestones(tables, tasks, milestones):
-    """The milestones N for which every task in ``tasks`` has networks ``0 .. N-1`` stored."""
+def reached_milestones(columns, tasks, milestones):
+    """The milestones N for which every task in ``tasks`` has networks ``0 .. N-1`` stored;
+    ``columns``: ``{task: {"index": ...}}`` (``DatasetStore.columns``)."""
     reached = []
     for count in sorted(set(milestones)):
         needed = set(range(count))
-        if all(task in tables and needed <= set(tables[task].indices.tolist()) for task in tasks):
+        if all(task in columns and needed <= set(columns[task]["index"].tolist()) for task in tasks):
             reached.append(count)
     return reached
 
 
-def build_release(header, tables, tasks, count, directory):
-    """Write the release archive and its ``.md5`` (skipped when both exist); returns the archive path."""
-    name = release_name(header.dataset, count)
+def build_release(store, tasks, count, directory):
+    """Write the release archive and its ``.md5`` (skipped when both exist); returns the archive path.
+
+    Streams: the store is consolidated, networks ``0 .. count-1`` (its first ``count`` rows, the
+    store being sorted by index) are copied in blocks into a temporary HDF5 file, which is then
+    tarred and gzipped to disk; memory stays bounded by the store's ``block_bytes``."""
+    name = release_name(store.dataset, count)
     archive = os.path.join(os.fspath(directory), f"{name}.tar.gz")
     checksum = f"{archive}.md5"
     if os.path.exists(archive) and os.path.exists(checksum):
         return archive
+    store.consolidate()
+    header, columns = store.columns()
+    for task in tasks:
+        if task not in columns or columns[task]["index"][:count].tolist() != list(range(count)):
+            raise StoreError(f"{store.path}: {task} lacks some of networks 0..{count - 1}; no {name}")
     os.makedirs(directory, exist_ok=True)
-    subset = {task: tables[task].take(np.flatnonzero(tables[task].indices < count)) for task in tasks}
-    members = {f"{name}/{name}.h5": store_file_bytes(header, subset), f"{name}/README.md": release_readme(header, subset, count).encode()}
-    payload = _reproducible_tar_gz(members)
-    write_atomically(archive, payload)
-    write_atomically(checksum, f"{hashlib.md5(payload).hexdigest()}  {os.path.basename(archive)}\n".encode())
+    with tempfile.TemporaryDirectory(prefix=f".{name}.", dir=directory) as work:
+        member = os.path.join(work, f"{name}.h5")
+        copy_rows(member, header, {task: [(store.path, row) for row in range(count)] for task in tasks}, store.block_bytes)
+        subset = {task: {k: v[:count] for k, v in columns[task].items()} for task in tasks}
+        readme = release_readme(header, subset, count).encode()
+        packed = os.path.join(work, f"{name}.tar.gz")
+        _reproducible_tar_gz(packed, {f"{name}/{name}.h5": member, f"{name}/README.md": readme})
+        digest = _md5_of(packed)
+        os.replace(packed, archive)
+    write_atomically(checksum, f"{digest}  {os.path.basename(archive)}\n".encode())
     return archive
 
 
-def _reproducible_tar_gz(members):
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for member_name in sorted(members):
-            data = members[member_name]
-            info = tarfile.TarInfo(member_name)
-            info.size, info.mtime, info.mode = len(data), 0, 0o644
-            info.uid = info.gid = 0
-            info.uname = info.gname = ""
-            tar.addfile(info, io.BytesIO(data))
-    compressed = io.BytesIO()
-    with gzip.GzipFile(fileobj=compressed, mode="wb", mtime=0, filename="") as gz:
-        gz.write(raw.getvalue())
-    return compressed.getvalue()
+def _reproducible_tar_gz(path, members):
+    """A tar.gz at ``path`` of ``{name: bytes or file path}``: fixed mtime, owners and modes."""
+    with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as gz:
+        with tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            for member_name in sorted(members):
+                content = members[member_name]
+                info = tarfile.TarInfo(member_name)
+                info.size = len(content) if isinstance(content, bytes) else os.path.getsize(content)
+                info.mtime, info.mode, info.uid, info.gid, info.uname, info.gname = 0, 0o644, 0, 0, "", ""
+                if isinstance(content, bytes):
+                    tar.addfile(info, io.BytesIO(content))
+                else:
+                    with open(content, "rb") as handle:
+                        tar.addfile(info, handle)
+        gz.flush()
+        raw.flush()
+        os.fsync(raw.fileno())
 
 
-def release_readme(header, tables, count):
-    """The release's README.md: contents, how to load, spec version, license, citation."""
+def _md5_of(path):
+    digest = hashlib.md5()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def release_readme(header, columns, count):
+    """The release's README.md: contents, how to load, spec version, license, citation;
+    ``columns``: ``{task: metadata columns}`` of the released networks."""
     name = release_name(header.dataset, count)
     rows = []
-    for task, table in sorted(tables.items()):
-        converged = int(table.columns["converged"].sum())
-        epochs = table.columns["epochs"]
-        rows.append(f"| {task} | {len(table)} | {converged} | {len(table) - converged} | {int(np.median(epochs))} |")
-    first = sorted(tables)[0]
+    for task, task_columns in sorted(columns.items()):
+        networks, converged = len(task_columns["index"]), int(task_columns["converged"].sum())
+        rows.append(f"| {task} | {networks} | {converged} | {networks - converged} | {int(np.median(task_columns['epochs']))} |")
+    first = sorted(columns)[0]
     return "\n".join(
         [
             f"# {name}",

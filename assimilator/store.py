@@ -11,6 +11,12 @@ lack the ``restarts`` and ``last_restart_epoch`` columns, are read with zeros th
 
 ``<task>`` is the machine name (DS1/DS2) or ``automaton-NNN`` (DS3).
 
+Memory: a full DS3 is 100 automata x 10,000 networks x 122,310 float32 weights, 489 GB, so nothing
+on the server side loads a whole store. Consolidation reads the index columns, plans the merged
+order, and copies weight rows in blocks of at most ``BLOCK_BYTES`` (``copy_rows``); progress and
+milestones read metadata columns only (``DatasetStore.columns``). ``DatasetStore.read`` loads
+everything and is for tests and small stores.
+
 Why a journal: HDF5 files are not safe to modify in place when a process can be killed at any
 moment, and rewriting a whole dataset for every result would cost O(N) per result. So ingesting a
 result writes one small store file, ``<dataset>.journal/<workunit>.h5``, atomically; consolidation
@@ -34,6 +40,7 @@ from boinc_app.networks import Architecture, expected_shapes
 from boinc_app.training import CONVERGED, TRAINING
 
 STORE_FORMAT = "mlds-dataset-store"
+BLOCK_BYTES = 64 << 20  # weight rows copied at once by consolidation and releases
 STORE_FORMAT_VERSION = 2
 READABLE_STORE_VERSIONS = (1, 2)
 
@@ -210,21 +217,29 @@ def store_file_bytes(header, tables):
 
 def _write_store(target, header, tables):
     with h5py.File(target, "w") as f:
-        f.attrs["format"] = STORE_FORMAT
-        f.attrs["format_version"] = STORE_FORMAT_VERSION
-        f.attrs["dataset"] = header.dataset
-        f.attrs["spec_version"] = header.spec_version
-        f.attrs["architecture"] = json.dumps(header.architecture.to_dict())
-        f.attrs["parameter_layout"] = json.dumps([[key, list(shape)] for key, shape in header.layout])
+        _write_header(f, header)
         for task in sorted(tables):
             _write_task(f.create_group(task, track_order=False), tables[task])
 
 
+def _write_header(f, header):
+    f.attrs["format"] = STORE_FORMAT
+    f.attrs["format_version"] = STORE_FORMAT_VERSION
+    f.attrs["dataset"] = header.dataset
+    f.attrs["spec_version"] = header.spec_version
+    f.attrs["architecture"] = json.dumps(header.architecture.to_dict())
+    f.attrs["parameter_layout"] = json.dumps([[key, list(shape)] for key, shape in header.layout])
+
+
 def _write_task(group, table):
     group.create_dataset("weights", data=table.weights, dtype=np.float32, track_times=False)
+    _write_columns(group, table.columns)
+
+
+def _write_columns(group, table_columns):
     columns = group.create_group("networks")
     for name, kind in COLUMNS.items():
-        values = table.columns[name]
+        values = table_columns[name]
         if kind is str:
             data, dtype = [str(v) for v in values], h5py.string_dtype()
         else:
@@ -261,21 +276,236 @@ def _read_header(attrs):
 
 
 def _read_task(f, task, header):
-    group = f[task]
-    weights = np.asarray(group["weights"][()], dtype=np.float32)
+    weights = np.asarray(_weights_dataset(f, task, header)[()], dtype=np.float32)
+    return TaskTable(weights, _read_columns(f, task, header))
+
+
+def _weights_dataset(f, task, header):
+    weights = f[task]["weights"]
     if weights.ndim != 2 or weights.shape[1] != header.n_params:
         raise StoreError(f"{task}/weights has shape {weights.shape}, expected (N, {header.n_params})")
+    return weights
+
+
+def _read_columns(f, task, header):
+    rows = _weights_dataset(f, task, header).shape[0]
     columns = {}
     for name, kind in COLUMNS.items():
         if header.format_version < ADDED_IN_VERSION.get(name, 1):
-            columns[name] = np.zeros(weights.shape[0], dtype=kind)
+            columns[name] = np.zeros(rows, dtype=kind)
             continue
-        values = group["networks"][name]
+        values = f[task]["networks"][name]
         data = values.asstr()[()] if kind is str else values[()]
         columns[name] = np.asarray(data, dtype=_numpy_dtype(kind))
-        if columns[name].shape != (weights.shape[0],):
-            raise StoreError(f"{task}/networks/{name} has {columns[name].shape[0]} rows, weights have {weights.shape[0]}")
-    return TaskTable(weights, columns)
+        if columns[name].shape != (rows,):
+            raise StoreError(f"{task}/networks/{name} has {columns[name].shape[0]} rows, weights have {rows}")
+    return columns
+
+
+def read_store_columns(source):
+    """``(StoreHeader, {task: columns})``: every metadata column, no weights."""
+    try:
+        with h5py.File(source, "r", locking=False) as f:
+            header = _read_header(f.attrs)
+            return header, {task: _read_columns(f, task, header) for task in f.keys()}
+    except StoreError:
+        raise
+    except (OSError, KeyError, TypeError, ValueError) as exc:
+        raise StoreError(f"unreadable dataset file: {type(exc).__name__}: {exc}") from None
+
+
+def rows_per_block(header, block_bytes=BLOCK_BYTES):
+    return max(1, block_bytes // (4 * header.n_params))
+
+
+def copy_rows(target, header, plans, block_bytes=BLOCK_BYTES):
+    """Write a store file to ``target`` whose task ``t`` holds, in order, the rows
+    ``plans[t] = [(source path, row), ...]``, copying weights in blocks (bounded memory).
+    Within one source the planned rows must be increasing (store files are sorted by index)."""
+    with h5py.File(target, "w") as out:
+        _write_header(out, header)
+        for task in sorted(plans):
+            plan, source_columns = plans[task], {}
+            group = out.create_group(task, track_order=False)
+            weights = group.create_dataset("weights", shape=(len(plan), header.n_params), dtype=np.float32, track_times=False)
+            step = rows_per_block(header, block_bytes)
+            for start in range(0, len(plan), step):
+                block = plan[start : start + step]
+                weights[start : start + len(block)] = _gather_weights(block, task, header, source_columns)
+            columns = {name: np.asarray([source_columns[source][name][row] for source, row in plan], dtype=_numpy_dtype(kind))
+                       for name, kind in COLUMNS.items()}  # fmt: skip
+            _write_columns(group, columns)
+
+
+def _gather_weights(block, task, header, source_columns):
+    """The weight rows of ``block``; reads each source's metadata columns once into ``source_columns``."""
+    out = np.empty((len(block), header.n_params), dtype=np.float32)
+    by_source = {}
+    for position, (source, row) in enumerate(block):
+        by_source.setdefault(source, []).append((row, position))
+    for source, pairs in by_source.items():
+        rows = [row for row, _ in pairs]
+        if rows != sorted(set(rows)):
+            raise StoreError(f"{source}: rows of {task} are not sorted by network index")
+        with h5py.File(source, "r", locking=False) as f:
+            if source not in source_columns:
+                source_columns[source] = _read_columns(f, task, _read_header(f.attrs))
+            out[[position for _, position in pairs]] = _weights_dataset(f, task, header)[rows]
+    return out
+
+
+def write_store_file(path, header, tables):
+    """Write ``{task: TaskTable}`` as a store file, atomically."""
+    with replace_atomically(path) as temporary:
+        _write_store(temporary, header, tables)
+
+
+def store_file_bytes(header, tables):
+    """The bytes of a store file (releases put them in an archive)."""
+    buffer = io.BytesIO()
+    _write_store(buffer, header, tables)
+    return buffer.getvalue()
+
+
+def _write_store(target, header, tables):
+    with h5py.File(target, "w") as f:
+        _write_header(f, header)
+        for task in sorted(tables):
+            _write_task(f.create_group(task, track_order=False), tables[task])
+
+
+def _write_header(f, header):
+    f.attrs["format"] = STORE_FORMAT
+    f.attrs["format_version"] = STORE_FORMAT_VERSION
+    f.attrs["dataset"] = header.dataset
+    f.attrs["spec_version"] = header.spec_version
+    f.attrs["architecture"] = json.dumps(header.architecture.to_dict())
+    f.attrs["parameter_layout"] = json.dumps([[key, list(shape)] for key, shape in header.layout])
+
+
+def _write_task(group, table):
+    group.create_dataset("weights", data=table.weights, dtype=np.float32, track_times=False)
+    _write_columns(group, table.columns)
+
+
+def _write_columns(group, table_columns):
+    columns = group.create_group("networks")
+    for name, kind in COLUMNS.items():
+        values = table_columns[name]
+        if kind is str:
+            data, dtype = [str(v) for v in values], h5py.string_dtype()
+        else:
+            data, dtype = np.asarray(values, dtype=kind), None
+        columns.create_dataset(name, data=data, dtype=dtype, track_times=False)
+
+
+def read_store_file(source):
+    """``(StoreHeader, {task: TaskTable})`` from a path or binary file object; refuses unknown formats."""
+    try:
+        with h5py.File(source, "r", locking=False) as f:
+            header = _read_header(f.attrs)
+            return header, {task: _read_task(f, task, header) for task in f.keys()}
+    except StoreError:
+        raise
+    except (OSError, KeyError, TypeError, ValueError) as exc:
+        raise StoreError(f"unreadable dataset file: {type(exc).__name__}: {exc}") from None
+
+
+def _read_header(attrs):
+    if attrs.get("format") != STORE_FORMAT:
+        raise StoreError(f"not an mlds dataset file (format {attrs.get('format')!r})")
+    version = int(attrs.get("format_version", -1))
+    if version not in READABLE_STORE_VERSIONS:
+        raise StoreError(
+            f"dataset format_version {version} is not known to this mlds (it reads {READABLE_STORE_VERSIONS}); upgrade mlds"
+        )
+    architecture = Architecture.from_dict(json.loads(attrs["architecture"]))
+    header = StoreHeader(str(attrs["dataset"]), int(attrs["spec_version"]), architecture, version)
+    stored_layout = [(key, tuple(shape)) for key, shape in json.loads(attrs["parameter_layout"])]
+    if stored_layout != header.layout:
+        raise StoreError("the file's parameter layout does not match its architecture")
+    return header
+
+
+def _read_task(f, task, header):
+    weights = np.asarray(_weights_dataset(f, task, header)[()], dtype=np.float32)
+    return TaskTable(weights, _read_columns(f, task, header))
+
+
+def _weights_dataset(f, task, header):
+    weights = f[task]["weights"]
+    if weights.ndim != 2 or weights.shape[1] != header.n_params:
+        raise StoreError(f"{task}/weights has shape {weights.shape}, expected (N, {header.n_params})")
+    return weights
+
+
+def _read_columns(f, task, header):
+    rows = _weights_dataset(f, task, header).shape[0]
+    columns = {}
+    for name, kind in COLUMNS.items():
+        if header.format_version < ADDED_IN_VERSION.get(name, 1):
+            columns[name] = np.zeros(rows, dtype=kind)
+            continue
+        values = f[task]["networks"][name]
+        data = values.asstr()[()] if kind is str else values[()]
+        columns[name] = np.asarray(data, dtype=_numpy_dtype(kind))
+        if columns[name].shape != (rows,):
+            raise StoreError(f"{task}/networks/{name} has {columns[name].shape[0]} rows, weights have {rows}")
+    return columns
+
+
+def read_store_columns(source):
+    """``(StoreHeader, {task: columns})``: every metadata column, no weights."""
+    try:
+        with h5py.File(source, "r", locking=False) as f:
+            header = _read_header(f.attrs)
+            return header, {task: _read_columns(f, task, header) for task in f.keys()}
+    except StoreError:
+        raise
+    except (OSError, KeyError, TypeError, ValueError) as exc:
+        raise StoreError(f"unreadable dataset file: {type(exc).__name__}: {exc}") from None
+
+
+def rows_per_block(header, block_bytes=BLOCK_BYTES):
+    return max(1, block_bytes // (4 * header.n_params))
+
+
+def copy_rows(target, header, plans, block_bytes=BLOCK_BYTES):
+    """Write a store file to ``target`` whose task ``t`` holds, in order, the rows
+    ``plans[t] = [(source path, row), ...]``, copying weights in blocks (bounded memory)."""
+    with h5py.File(target, "w") as out:
+        _write_header(out, header)
+        for task in sorted(plans):
+            plan = plans[task]
+            group = out.create_group(task, track_order=False)
+            weights = group.create_dataset("weights", shape=(len(plan), header.n_params), dtype=np.float32, track_times=False)
+            columns = {name: [] for name in COLUMNS}
+            step = rows_per_block(header, block_bytes)
+            for start in range(0, len(plan), step):
+                block = plan[start : start + step]
+                weights[start : start + len(block)] = _gather(block, task, header, columns)
+            _write_columns(group, {name: np.asarray(values, dtype=_numpy_dtype(COLUMNS[name])) for name, values in columns.items()})
+
+
+def _gather(block, task, header, columns):
+    """The weight rows of ``block`` (sources read in increasing row order), columns appended."""
+    out = np.empty((len(block), header.n_params), dtype=np.float32)
+    by_source = {}
+    for position, (source, row) in enumerate(block):
+        by_source.setdefault(source, []).append((row, position))
+    gathered = {}
+    for source, pairs in by_source.items():
+        rows = [row for row, _ in pairs]
+        with h5py.File(source, "r", locking=False) as f:
+            source_header = _read_header(f.attrs)
+            out[[p for _, p in pairs]] = _weights_dataset(f, task, header)[rows] if rows == sorted(set(rows)) else _weights_dataset(f, task, header)[()][rows]
+            source_columns = _read_columns(f, task, source_header)
+        for row, position in pairs:
+            gathered[position] = {name: source_columns[name][row] for name in COLUMNS}
+    for position in range(len(block)):
+        for name in COLUMNS:
+            columns[name].append(gathered[position][name])
+    return out
 
 
 def header_of(spec):
@@ -285,9 +515,10 @@ def header_of(spec):
 class DatasetStore:
     """One dataset's store under ``root``: ``<dataset>.h5`` plus its journal directory."""
 
-    def __init__(self, root, dataset):
+    def __init__(self, root, dataset, block_bytes=BLOCK_BYTES):
         self.root = os.fspath(root)
         self.dataset = dataset
+        self.block_bytes = block_bytes  # weight rows held at once by consolidation and releases
         self.path = os.path.join(self.root, f"{dataset}.h5")
         self.journal = os.path.join(self.root, f"{dataset}.journal")
 
@@ -341,13 +572,48 @@ class DatasetStore:
         write_store_file(os.path.join(self.journal, f"{spec.name}.h5"), header, {task: table.take(np.array(fresh))})
         return len(fresh)
 
+    def sources(self):
+        return ([self.path] if os.path.exists(self.path) else []) + self.journal_files()
+
+    def columns(self):
+        """``(header or None, {task: columns})``: the metadata of every stored network, no weights;
+        each ``(task, index)`` once, sorted by index."""
+        header, merged = None, {}
+        for source in self.sources():
+            file_header, tables = read_store_columns(source)
+            header = _same_header(header, file_header, source)
+            for task, columns in tables.items():
+                merged.setdefault(task, []).append(columns)
+        result = {}
+        for task, parts in merged.items():
+            joined = {name: np.concatenate([p[name] for p in parts]) for name in COLUMNS}
+            _, first = np.unique(joined["index"], return_index=True)
+            result[task] = {name: values[first] for name, values in joined.items()}
+        return header, result
+
+    def merge_plan(self):
+        """``(header, {task: [(source, row), ...]})``: every network once (the consolidated file
+        first, then the journal in name order), sorted by index. Reads index columns only."""
+        header, seen = None, {}
+        for source in self.sources():
+            with h5py.File(source, "r", locking=False) as f:
+                file_header = _read_header(f.attrs)
+                header = _same_header(header, file_header, source)
+                for task in f.keys():
+                    indices = f[task]["networks"]["index"][()]
+                    for row, index in enumerate(indices.tolist()):
+                        seen.setdefault(task, {}).setdefault(index, (source, row))
+        return header, {task: [rows[i] for i in sorted(rows)] for task, rows in seen.items()}
+
     def consolidate(self):
-        """Merge the journal into ``<dataset>.h5`` (atomic rename), then delete the merged journal files."""
+        """Merge the journal into ``<dataset>.h5`` (atomic rename), then delete the merged journal
+        files; memory is bounded by one block of weight rows (``BLOCK_BYTES``)."""
         merged_files = self.journal_files()
         if not merged_files:
             return
-        header, tables = self.read()
-        write_store_file(self.path, header, tables)
+        header, plans = self.merge_plan()
+        with replace_atomically(self.path) as temporary:
+            copy_rows(temporary, header, plans, self.block_bytes)
         for path in merged_files:
             os.unlink(path)
 

@@ -245,14 +245,14 @@ class Engine:
         releases = []
         for dataset, store in self.stores.items():
             store.consolidate()
-            header, tables = store.read()
+            header, columns = store.columns()
             if header is None:
                 continue
             config = get_dataset(dataset)
             tasks = self.config.plans()[self.config.datasets.index(dataset)].task_names()
             milestones = tuple(m for m in (*config.milestones, self.config.networks) if m <= self.config.networks)
-            for count in reached_milestones(tables, tasks, milestones):
-                releases.append(build_release(header, tables, tasks, count, self.config.release_root))
+            for count in reached_milestones(columns, tasks, milestones):
+                releases.append(build_release(store, tasks, count, self.config.release_root))
         return releases
 
     def pending(self):

@@ -29,15 +29,15 @@ def filled_store(tmp_path):
 
 
 def test_a_milestone_needs_networks_0_to_n_of_every_task(filled_store):
-    _, tables = filled_store.read()
-    assert reached_milestones(tables, TASKS, (2, 3, 4, 6)) == [2, 3]
-    assert reached_milestones(tables, ("ParityMachine",), (2, 3, 4, 6, 7)) == [2, 3, 4, 6]
-    assert reached_milestones(tables, (*TASKS, "EightBitMachine"), (1,)) == []
+    _, columns = filled_store.columns()
+    assert reached_milestones(columns, TASKS, (2, 3, 4, 6)) == [2, 3]
+    assert reached_milestones(columns, ("ParityMachine",), (2, 3, 4, 6, 7)) == [2, 3, 4, 6]
+    assert reached_milestones(columns, (*TASKS, "EightBitMachine"), (1,)) == []
 
 
 def test_release_holds_exactly_the_first_n_networks_with_md5_and_readme(filled_store, tmp_path):
     header, tables = filled_store.read()
-    archive = build_release(header, tables, ("ParityMachine",), 4, tmp_path / "releases")
+    archive = build_release(filled_store, ("ParityMachine",), 4, tmp_path / "releases")
     assert archive.endswith("MLDS-DS1-4.tar.gz")
     payload = open(archive, "rb").read()
     assert open(f"{archive}.md5").read() == f"{hashlib.md5(payload).hexdigest()}  MLDS-DS1-4.tar.gz\n"
@@ -53,9 +53,8 @@ def test_release_holds_exactly_the_first_n_networks_with_md5_and_readme(filled_s
 
 
 def test_release_is_byte_for_byte_reproducible(filled_store, tmp_path):
-    header, tables = filled_store.read()
-    first = open(build_release(header, tables, TASKS, 3, tmp_path / "a"), "rb").read()
-    second = open(build_release(header, tables, TASKS, 3, tmp_path / "b"), "rb").read()
+    first = open(build_release(filled_store, TASKS, 3, tmp_path / "a"), "rb").read()
+    second = open(build_release(filled_store, TASKS, 3, tmp_path / "b"), "rb").read()
     assert first == second
 
 

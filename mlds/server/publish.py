@@ -69,10 +69,10 @@ def publish(config):
         milestones = tuple(m for m in (*dataset.milestones, target) if m <= target)
         store = DatasetStore(state.store_dir, name)
         store.consolidate()
-        header, tables = store.read()
+        header, columns = store.columns()
         if header is not None:
-            for count in reached_milestones(tables, tasks, milestones):
-                releases.append(build_release(header, tables, tasks, count, state.releases_dir))
+            for count in reached_milestones(columns, tasks, milestones):
+                releases.append(build_release(store, tasks, count, state.releases_dir))
         rows += dataset_progress(state.store_dir, name, tasks, milestones)
     write_status_page(state.status_page, rows)
     return releases, removed
