@@ -93,6 +93,26 @@ def implausible_runtime(spec_path, result_path, runtime):
     return None
 
 
+def host_of_result(project_root, result_id):
+    """``host N`` for a result id, from BOINC's database; "" if it cannot be asked (a log detail)."""
+    if result_id is None:
+        return ""
+    try:
+        from mlds.server import boinc_db
+        from mlds.server.project_config import load_project_config
+
+        connection = boinc_db.connect(load_project_config(project_root).database)
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT hostid FROM result WHERE id = %s", (result_id,))
+                row = cursor.fetchone()
+        finally:
+            connection.close()
+    except Exception:  # noqa: BLE001 - no database, no host in the log line; the verdict stands
+        return ""
+    return f" (host {row[0]})" if row else ""
+
+
 def main(project_root, arguments, log=None, bound_resources=False):
     """Entry point for ``mlds server validate``: logs the verdict, returns BOINC's exit code."""
     from mlds.server.daemon import DaemonLog
@@ -110,7 +130,7 @@ def main(project_root, arguments, log=None, bound_resources=False):
             warning = f"runtime not checked: {type(exc).__name__}: {exc}"
         log.normal(f"mlds_validate {who}: valid: {outcome.summary}")
         if warning:
-            log.warning(f"mlds_validate {who}: {warning}")
+            log.warning(f"mlds_validate {who}{host_of_result(project_root, call.result_id)}: {warning}")
     else:
         (log.critical if outcome.verdict == TRANSIENT else log.normal)(f"mlds_validate {who}: {outcome.verdict}: {outcome.reason}")
     return EXIT_CODES[outcome.verdict]
