@@ -27,7 +27,6 @@ between the rename and the deletions, never duplicates anything. A network's sto
 changes (a finished network is not trained again), so which copy wins does not matter.
 """
 
-import io
 import json
 import os
 from dataclasses import dataclass, field
@@ -208,13 +207,6 @@ def write_store_file(path, header, tables):
         _write_store(temporary, header, tables)
 
 
-def store_file_bytes(header, tables):
-    """The bytes of a store file (releases put them in an archive)."""
-    buffer = io.BytesIO()
-    _write_store(buffer, header, tables)
-    return buffer.getvalue()
-
-
 def _write_store(target, header, tables):
     with h5py.File(target, "w") as f:
         _write_header(f, header)
@@ -351,160 +343,6 @@ def _gather_weights(block, task, header, source_columns):
             if source not in source_columns:
                 source_columns[source] = _read_columns(f, task, _read_header(f.attrs))
             out[[position for _, position in pairs]] = _weights_dataset(f, task, header)[rows]
-    return out
-
-
-def write_store_file(path, header, tables):
-    """Write ``{task: TaskTable}`` as a store file, atomically."""
-    with replace_atomically(path) as temporary:
-        _write_store(temporary, header, tables)
-
-
-def store_file_bytes(header, tables):
-    """The bytes of a store file (releases put them in an archive)."""
-    buffer = io.BytesIO()
-    _write_store(buffer, header, tables)
-    return buffer.getvalue()
-
-
-def _write_store(target, header, tables):
-    with h5py.File(target, "w") as f:
-        _write_header(f, header)
-        for task in sorted(tables):
-            _write_task(f.create_group(task, track_order=False), tables[task])
-
-
-def _write_header(f, header):
-    f.attrs["format"] = STORE_FORMAT
-    f.attrs["format_version"] = STORE_FORMAT_VERSION
-    f.attrs["dataset"] = header.dataset
-    f.attrs["spec_version"] = header.spec_version
-    f.attrs["architecture"] = json.dumps(header.architecture.to_dict())
-    f.attrs["parameter_layout"] = json.dumps([[key, list(shape)] for key, shape in header.layout])
-
-
-def _write_task(group, table):
-    group.create_dataset("weights", data=table.weights, dtype=np.float32, track_times=False)
-    _write_columns(group, table.columns)
-
-
-def _write_columns(group, table_columns):
-    columns = group.create_group("networks")
-    for name, kind in COLUMNS.items():
-        values = table_columns[name]
-        if kind is str:
-            data, dtype = [str(v) for v in values], h5py.string_dtype()
-        else:
-            data, dtype = np.asarray(values, dtype=kind), None
-        columns.create_dataset(name, data=data, dtype=dtype, track_times=False)
-
-
-def read_store_file(source):
-    """``(StoreHeader, {task: TaskTable})`` from a path or binary file object; refuses unknown formats."""
-    try:
-        with h5py.File(source, "r", locking=False) as f:
-            header = _read_header(f.attrs)
-            return header, {task: _read_task(f, task, header) for task in f.keys()}
-    except StoreError:
-        raise
-    except (OSError, KeyError, TypeError, ValueError) as exc:
-        raise StoreError(f"unreadable dataset file: {type(exc).__name__}: {exc}") from None
-
-
-def _read_header(attrs):
-    if attrs.get("format") != STORE_FORMAT:
-        raise StoreError(f"not an mlds dataset file (format {attrs.get('format')!r})")
-    version = int(attrs.get("format_version", -1))
-    if version not in READABLE_STORE_VERSIONS:
-        raise StoreError(
-            f"dataset format_version {version} is not known to this mlds (it reads {READABLE_STORE_VERSIONS}); upgrade mlds"
-        )
-    architecture = Architecture.from_dict(json.loads(attrs["architecture"]))
-    header = StoreHeader(str(attrs["dataset"]), int(attrs["spec_version"]), architecture, version)
-    stored_layout = [(key, tuple(shape)) for key, shape in json.loads(attrs["parameter_layout"])]
-    if stored_layout != header.layout:
-        raise StoreError("the file's parameter layout does not match its architecture")
-    return header
-
-
-def _read_task(f, task, header):
-    weights = np.asarray(_weights_dataset(f, task, header)[()], dtype=np.float32)
-    return TaskTable(weights, _read_columns(f, task, header))
-
-
-def _weights_dataset(f, task, header):
-    weights = f[task]["weights"]
-    if weights.ndim != 2 or weights.shape[1] != header.n_params:
-        raise StoreError(f"{task}/weights has shape {weights.shape}, expected (N, {header.n_params})")
-    return weights
-
-
-def _read_columns(f, task, header):
-    rows = _weights_dataset(f, task, header).shape[0]
-    columns = {}
-    for name, kind in COLUMNS.items():
-        if header.format_version < ADDED_IN_VERSION.get(name, 1):
-            columns[name] = np.zeros(rows, dtype=kind)
-            continue
-        values = f[task]["networks"][name]
-        data = values.asstr()[()] if kind is str else values[()]
-        columns[name] = np.asarray(data, dtype=_numpy_dtype(kind))
-        if columns[name].shape != (rows,):
-            raise StoreError(f"{task}/networks/{name} has {columns[name].shape[0]} rows, weights have {rows}")
-    return columns
-
-
-def read_store_columns(source):
-    """``(StoreHeader, {task: columns})``: every metadata column, no weights."""
-    try:
-        with h5py.File(source, "r", locking=False) as f:
-            header = _read_header(f.attrs)
-            return header, {task: _read_columns(f, task, header) for task in f.keys()}
-    except StoreError:
-        raise
-    except (OSError, KeyError, TypeError, ValueError) as exc:
-        raise StoreError(f"unreadable dataset file: {type(exc).__name__}: {exc}") from None
-
-
-def rows_per_block(header, block_bytes=BLOCK_BYTES):
-    return max(1, block_bytes // (4 * header.n_params))
-
-
-def copy_rows(target, header, plans, block_bytes=BLOCK_BYTES):
-    """Write a store file to ``target`` whose task ``t`` holds, in order, the rows
-    ``plans[t] = [(source path, row), ...]``, copying weights in blocks (bounded memory)."""
-    with h5py.File(target, "w") as out:
-        _write_header(out, header)
-        for task in sorted(plans):
-            plan = plans[task]
-            group = out.create_group(task, track_order=False)
-            weights = group.create_dataset("weights", shape=(len(plan), header.n_params), dtype=np.float32, track_times=False)
-            columns = {name: [] for name in COLUMNS}
-            step = rows_per_block(header, block_bytes)
-            for start in range(0, len(plan), step):
-                block = plan[start : start + step]
-                weights[start : start + len(block)] = _gather(block, task, header, columns)
-            _write_columns(group, {name: np.asarray(values, dtype=_numpy_dtype(COLUMNS[name])) for name, values in columns.items()})
-
-
-def _gather(block, task, header, columns):
-    """The weight rows of ``block`` (sources read in increasing row order), columns appended."""
-    out = np.empty((len(block), header.n_params), dtype=np.float32)
-    by_source = {}
-    for position, (source, row) in enumerate(block):
-        by_source.setdefault(source, []).append((row, position))
-    gathered = {}
-    for source, pairs in by_source.items():
-        rows = [row for row, _ in pairs]
-        with h5py.File(source, "r", locking=False) as f:
-            source_header = _read_header(f.attrs)
-            out[[p for _, p in pairs]] = _weights_dataset(f, task, header)[rows] if rows == sorted(set(rows)) else _weights_dataset(f, task, header)[()][rows]
-            source_columns = _read_columns(f, task, source_header)
-        for row, position in pairs:
-            gathered[position] = {name: source_columns[name][row] for name in COLUMNS}
-    for position in range(len(block)):
-        for name in COLUMNS:
-            columns[name].append(gathered[position][name])
     return out
 
 

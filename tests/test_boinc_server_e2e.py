@@ -51,16 +51,6 @@ exit $code
 """
 
 
-def query(project, sql, *arguments):
-    connection = project.connect()
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute(sql, arguments)
-            return cursor.fetchall()
-    finally:
-        connection.close()
-
-
 @pytest.fixture
 def deployed(boinc_project, tmp_path):
     project = boinc_project
@@ -85,7 +75,7 @@ def stored(project):
 
 def results_by_workunit(project):
     found = {}
-    for name, validate_state in query(project, "SELECT w.name, r.validate_state FROM result r JOIN workunit w ON r.workunitid = w.id"):
+    for name, validate_state in project.query("SELECT w.name, r.validate_state FROM result r JOIN workunit w ON r.workunitid = w.id"):
         found.setdefault(name, []).append(validate_state)
     return found
 
@@ -117,7 +107,7 @@ def test_a_real_boinc_project_builds_a_ds1_release_with_mlds(deployed, boinc_cli
     client = boinc_client(project)
     everything = {m: [0, 1] for m in MACHINES}
     # the first assimilation, then kill -9 of both mlds daemons mid-run; bin/start brings them back
-    wait_with_updates(project, client, lambda: query(project, "SELECT COUNT(*) FROM workunit WHERE assimilate_state = 2")[0][0] >= 1,
+    wait_with_updates(project, client, lambda: project.query("SELECT COUNT(*) FROM workunit WHERE assimilate_state = 2")[0][0] >= 1,
                       300, "a first workunit to be assimilated")  # fmt: skip
     first_assimilated = time.monotonic() - started
     kill_daemon(project, "mlds_workgen.pid")
@@ -127,7 +117,7 @@ def test_a_real_boinc_project_builds_a_ds1_release_with_mlds(deployed, boinc_cli
     all_stored = time.monotonic() - started
 
     state = ServerState(str(project.root))
-    names = [row[0] for row in query(project, "SELECT name FROM workunit")]
+    names = [row[0] for row in project.query("SELECT name FROM workunit")]
     parts = [parse_workunit_name(name) for name in names]
     assert len(names) == len(set(names))
     assert sorted((p.task, p.first_index, p.count) for p in parts if p.continuation == 0 and p.reissue == 0) == [(m, 0, 2) for m in sorted(MACHINES)]
@@ -138,7 +128,7 @@ def test_a_real_boinc_project_builds_a_ds1_release_with_mlds(deployed, boinc_cli
     assert VALID in verdicts[hostile]  # sent again and then valid
     assert set(project.configured_daemons()) <= set(project.daemon_pids()), "a daemon stopped"
 
-    wait_until(lambda: all(s == ASSIMILATED for (s,) in query(project, "SELECT assimilate_state FROM workunit")), 120, "the last assimilation")
+    wait_until(lambda: all(s == ASSIMILATED for (s,) in project.query("SELECT assimilate_state FROM workunit")), 120, "the last assimilation")
     assert list_records(state.followups_dir) == [] and list_records(state.failed_dir) == []
     assert os.listdir(state.checkpoints_dir) == []  # every kept checkpoint was released
     project.as_service_user([project.bin_dir / "mlds_publish", "--dataset", "DS1", *PUBLISH], cwd=project.tmp_dir)

@@ -2,7 +2,6 @@
 clean-up of what a killed writer left behind."""
 
 import os
-import shutil
 import time
 
 import mlds

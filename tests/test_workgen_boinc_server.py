@@ -51,19 +51,9 @@ def workgen(project, *options, check=True):
     return project.as_service_user(argv, cwd=project.tmp_dir, check=check)
 
 
-def rows(project, sql, *arguments):
-    connection = project.connect()
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute(sql, arguments)
-            return cursor.fetchall()
-    finally:
-        connection.close()
-
-
 def workunits(project):
-    return {name: (est, bound, memory, disk) for name, est, bound, memory, disk in rows(
-        project, "SELECT name, rsc_fpops_est, rsc_fpops_bound, rsc_memory_bound, rsc_disk_bound FROM workunit")}  # fmt: skip
+    return {name: (est, bound, memory, disk) for name, est, bound, memory, disk in project.query(
+        "SELECT name, rsc_fpops_est, rsc_fpops_bound, rsc_memory_bound, rsc_disk_bound FROM workunit")}  # fmt: skip
 
 
 def test_the_cushion_is_kept_between_the_water_marks(installed):
@@ -76,10 +66,10 @@ def test_the_cushion_is_kept_between_the_water_marks(installed):
     workgen(installed, *water)  # cushion 5 (no results yet: the transitioner has not run): nothing
     assert workunits(installed) == first
     installed.run_bin("transitioner", "--one_pass")
-    assert rows(installed, "SELECT COUNT(*) FROM result WHERE server_state = 2")[0][0] == 5
+    assert installed.query("SELECT COUNT(*) FROM result WHERE server_state = 2")[0][0] == 5
     workgen(installed, *water)
     assert workunits(installed) == first  # 5 unsent results: still nothing
-    rows(installed, "UPDATE result SET server_state = 4 ORDER BY id LIMIT 3")  # three were sent
+    installed.query("UPDATE result SET server_state = 4 ORDER BY id LIMIT 3")  # three were sent
     workgen(installed, *water)
     names = set(workunits(installed)) - set(first)
     assert names == {f"DS1-{m}-n000008-k8-c0" for m in ("SingleDirectMachine", "SingleInvertMachine", "SimpleXORMachine")}
@@ -93,7 +83,7 @@ def test_estimates_come_from_the_spec_not_from_templates(installed):
     assert (est, bound, memory, disk) == pytest.approx(
         (expected["rsc_fpops_est"], expected["rsc_fpops_bound"], expected["rsc_memory_bound"], expected["rsc_disk_bound"]))
     assert est != 3.6e12 and disk != 1e9  # BOINC's defaults
-    counts = rows(installed, "SELECT min_quorum, target_nresults, max_error_results, max_total_results FROM workunit")
+    counts = installed.query("SELECT min_quorum, target_nresults, max_error_results, max_total_results FROM workunit")
     assert counts == ((1, 1, 3, 5),)  # the template's: BOINC's default of 1 fails a workunit at its first bad result
     staged = installed.run_bin("dir_hier_path", f"{name}.json").stdout.split()[-1]
     assert open(staged, "rb").read() == open(ServerState(str(installed.root)).spec_path(name), "rb").read()
@@ -116,7 +106,7 @@ def test_follow_ups_and_reissues_are_created_whatever_the_cushion(installed, unf
     follow, again = f"{spec.name[:-3]}-c1", f"{spec.name}-r1"
     assert names == {follow, again}
     assert list_records(state.followups_dir) == [] and list_records(state.failed_dir) == []
-    xml = rows(installed, "SELECT xml_doc FROM workunit WHERE name = %s", follow)[0][0]
+    xml = installed.query("SELECT xml_doc FROM workunit WHERE name = %s", follow)[0][0]
     xml = xml.decode() if isinstance(xml, bytes) else xml
     assert xml.count("<file_info>") == 2 and "checkpoint.h5" in xml and f"{follow}.checkpoint.h5" in xml
     staged = installed.run_bin("dir_hier_path", f"{follow}.checkpoint.h5").stdout.split()[-1]

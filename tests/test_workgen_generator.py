@@ -7,7 +7,7 @@ import io
 
 import pytest
 
-from boinc_app.workunit_spec import read_spec, write_spec
+from boinc_app.workunit_spec import write_spec
 from mlds.server.daemon import DaemonLog, DaemonOptions
 from mlds.server.state import ServerState, write_record
 from workgen.generator import GeneratorConfig, followup_jobs, issued_counts, milestone_distance, new_jobs, reissue_jobs

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from boinc_app.workunit_spec import read_spec, write_spec
 from mlds.server import boinc_db
 from mlds.server.daemon import DaemonOptions
-from mlds.server.state import ServerState, list_records, read_record, remove_if_present, write_record
+from mlds.server.state import ServerState, list_records, read_record, remove_if_present
 from workgen.bounds import workunit_bounds
 from workgen.datasets import get_dataset
 from workgen.plan import WorkPlan

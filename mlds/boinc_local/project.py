@@ -155,6 +155,12 @@ class LocalProject:
         """A PyMySQL connection to the project's database (autocommit)."""
         return self.db.connect()
 
+    def query(self, sql, *arguments):
+        """All rows of one SQL statement on the project's database."""
+        with self.connect() as connection, connection.cursor() as cursor:
+            cursor.execute(sql, arguments)
+            return cursor.fetchall()
+
     # -- running things as the project's owner ----------------------------------------------------
     def environment(self, extra=None):
         """The service user's environment with the project's ``bin/`` first on PATH."""
