@@ -16,10 +16,14 @@ every mlds workunit, so each is derived here:
   checkpoint and the result, each at most ``validator.checks.max_result_bytes``, plus the
   temporary copy of an atomic write, plus a margin.
 
-The measurements (2-core VM, Intel Xeon, torch 2.13.0 CPU, 2026-12-01):
+The measurements (2-core VM, AMD EPYC, torch 2.13.0 CPU, 2026-12-01):
 ``mlds spec --dataset DS1 --machine EightBitMachine --networks 32 --max-epochs 2`` then
-``/usr/bin/time -v mlds train``: peak RSS 684 MB; the same for DS3 automaton 0, 8 networks,
-1 epoch: 727 MB.
+``/usr/bin/time -v mlds train``: peak RSS 684 MB, 370.7 GFLOP (``workunit_flops``) in 21.7 CPU-s,
+17 useful GFLOP/s; the same for DS3 automaton 0, 8 networks, 1 epoch: 727 MB, 52 GFLOP/s.
+``WHETSTONE_PER_USEFUL_FLOP`` is 0.3: BOINC's Whetstone benchmark of a current x86 core is about
+5 GFLOPS (the client here would not run its benchmark unattached, so this is not measured on this
+machine) over the 17 GFLOP/s above. BOINC corrects a wrong estimate itself once a host has
+returned about ten results of an app version; this constant only sets the first tasks' estimate.
 """
 
 from boinc_app.flops import workunit_flops
