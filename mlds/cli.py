@@ -53,7 +53,7 @@ def validate(spec, result):
     """Check RESULT against SPEC: exit 0 valid, 1 invalid (reason on stderr), 3 transient."""
     from validator.checks import EXIT_CODES, validate_files
 
-    outcome = validate_files(spec, result)
+    outcome = validate_files(spec, result, bound_resources=True)  # one result per process: validator.limits
     if outcome.reason:
         click.echo(f"{outcome.verdict}: {outcome.reason}", err=True)
     else:

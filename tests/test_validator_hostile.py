@@ -2,8 +2,8 @@
 
 Every case starts from a copy of a real trained result (``small_result``, DS1, 2 networks,
 2 epochs) in ``tmp_path`` and breaks one thing, with h5py or as raw bytes. The validator must
-never raise, never pass a broken file, and call the server's own problems (missing file,
-unusable spec) transient rather than invalid.
+never raise, never pass a broken file, call a lost upload invalid, and call the server's own
+problems (an unusable spec, a missing upload directory, permissions) transient.
 """
 
 import json
@@ -131,6 +131,11 @@ def never_trained(f):
         replace(f[NET]["history"], name, data=np.zeros(0))
 
 
+def history_too_short(f):
+    for name, dataset in list(f[NET]["history"].items()):
+        replace(f[NET]["history"], name, data=dataset[()][:1])
+
+
 def history_too_long(f):
     history = f[NET]["history"]
     replace(history, "train_loss", data=np.append(history["train_loss"][()], 0.5))
@@ -173,12 +178,12 @@ def flip_fingerprint(f):
 INVALID_CASES = {
     # structure: objects of the wrong kind, missing, extra, or nested without end
     "deep_nesting_under_network": (nest(NET), "unexpected ['deep']"),
-    "deep_nesting_under_history": (nest(f"{NET}/history"), "history must hold exactly"),
-    "deep_nesting_under_adam_moment": (nest(f"{NET}/adam/exp_avg"), "adam/exp_avg does not hold"),
+    "deep_nesting_under_history": (nest(f"{NET}/history"), "net-000000: history: unexpected ['deep']"),
+    "deep_nesting_under_adam_moment": (nest(f"{NET}/adam/exp_avg"), "adam/exp_avg: unexpected ['deep']"),
     "tensor_stored_as_group": (group_instead_of_dataset, "head.0.weight is missing or not a dataset"),
     "history_stored_as_dataset": (
         lambda f: (delete(f"{NET}/history")(f), f[NET].create_dataset("history", data=np.zeros(2))),
-        f"/{NET}/history is missing or not a group",
+        "network net-000000: history is missing or not a group",
     ),
     "networks_stored_as_dataset": (
         lambda f: (delete("networks")(f), f.create_dataset("networks", data=np.zeros(2))),
@@ -186,7 +191,7 @@ INVALID_CASES = {
     ),
     "adam_stored_as_dataset": (
         lambda f: (delete(f"{NET}/adam")(f), f[NET].create_dataset("adam", data=np.zeros(2))),
-        f"/{NET}/adam is missing or not a group",
+        "network net-000000: adam is missing or not a group",
     ),
     "string_weights": (string_weights, "head.0.bias has dtype object, expected float32"),
     "int_weights": (retype(f"{NET}/head.0.weight", np.int32), "head.0.weight has dtype int32, expected float32"),
@@ -205,16 +210,16 @@ INVALID_CASES = {
         "unexpected ['head.4.weight']",
     ),
     "missing_tensor": (delete(f"{NET}/head.3.bias"), "missing ['head.3.bias']"),
-    "missing_moment": (delete(f"{NET}/adam/exp_avg_sq/rnn.weight_hh_l0"), "adam/exp_avg_sq does not hold"),
-    "missing_history_field": (delete(f"{NET}/history/learning_rate"), "history must hold exactly"),
-    "extra_top_level_group": (lambda f: f.create_group("extra"), "unexpected objects at the top level: ['extra']"),
+    "missing_moment": (delete(f"{NET}/adam/exp_avg_sq/rnn.weight_hh_l0"), "adam/exp_avg_sq: missing ['rnn.weight_hh_l0']"),
+    "missing_history_field": (delete(f"{NET}/history/learning_rate"), "history: missing ['learning_rate']"),
+    "extra_top_level_group": (lambda f: f.create_group("extra"), "the file's top level: unexpected ['extra']"),
     "extra_top_level_dataset": (
         lambda f: f.create_dataset("payload", data=np.zeros(1000, np.uint8)),
-        "unexpected objects at the top level: ['payload']",
+        "the file's top level: unexpected ['payload']",
     ),
-    "missing_network": (delete(OTHER_NET), "networks do not match the spec's 2 networks"),
-    "extra_network": (extra_network, "networks do not match the spec's 2 networks"),
-    "renamed_network": (renamed_network, "networks do not match the spec's 2 networks"),
+    "missing_network": (delete(OTHER_NET), "/networks: missing ['net-000001']"),
+    "extra_network": (extra_network, "/networks: unexpected ['net-000002']"),
+    "renamed_network": (renamed_network, "/networks: missing ['net-000001'], unexpected ['net-000009']"),
     "soft_link_to_other_network": (soft_link, "head.0.weight is a link (SoftLink)"),
     # non-finite values
     "nan_weight": (set_item(f"{NET}/head.0.weight", (3, 4), np.nan), "weights head.0.weight holds NaN or Inf"),
@@ -232,14 +237,14 @@ INVALID_CASES = {
     ),
     # root attributes
     "format_version_3": (set_attr("/", "format_version", 3), "unknown result format_version 3"),
-    "format_version_true": (set_attr("/", "format_version", True), "unknown result format_version True"),
+    "format_version_true": (set_attr("/", "format_version", True), "unknown result format_version <a boolean>"),
     "restart_epochs_missing": (
         lambda f: f[NET].attrs.__delitem__("restart_epochs"),
-        "attribute 'restart_epochs' must be a 1-D integer array",
+        "network net-000000 lacks the 'restart_epochs' attribute",
     ),
     "restart_epochs_floats": (
         set_attr(NET, "restart_epochs", np.array([1.5])),
-        "attribute 'restart_epochs' must be a 1-D integer array",
+        "attribute 'restart_epochs' must be a 1-D int64 array, not a float64 array of shape (1,)",
     ),
     "restart_epochs_decreasing": (
         set_attr(NET, "restart_epochs", np.array([2, 1], dtype=np.int64)),
@@ -253,33 +258,34 @@ INVALID_CASES = {
         set_attr(NET, "restart_epochs", np.array([99], dtype=np.int64)),
         "restart_epochs [99] are not increasing epochs within 1..2",
     ),
-    "format_version_string": (set_attr("/", "format_version", "1"), "unknown result format_version '1'"),
+    "format_version_string": (set_attr("/", "format_version", "1"), "unknown result format_version <a UTF-8 string>"),
     "format_version_missing": (lambda f: f.attrs.__delitem__("format_version"), "unknown result format_version None"),
     "wrong_format": (set_attr("/", "format", "mlds-checkpoint"), "not an mlds result file (format attribute 'mlds-checkpoint')"),
     "format_missing": (lambda f: f.attrs.__delitem__("format"), "not an mlds result file"),
     "checkpoint_not_complete": (set_attr("/", "complete", False), "checkpoint, not a completed result"),
-    "complete_as_integer": (set_attr("/", "complete", 1), "checkpoint, not a completed result"),
+    "complete_as_integer": (set_attr("/", "complete", 1), "attribute 'complete' must be a boolean, not an int64 scalar"),
     "complete_missing": (lambda f: f.attrs.__delitem__("complete"), "lacks the 'complete' attribute"),
     "embedded_spec_not_json": (set_attr("/", "spec", "{not json"), "the embedded spec is invalid"),
-    "embedded_spec_not_a_string": (set_attr("/", "spec", 7), "not a JSON string of reasonable size"),
+    "embedded_spec_not_a_string": (set_attr("/", "spec", 7), "attribute 'spec' must be a UTF-8 string, not an int64 scalar"),
     "embedded_spec_nested_json": (set_attr("/", "spec", "[" * 100_000 + "]" * 100_000), "RecursionError"),
     "embedded_spec_of_other_workunit": (spec_for_other_name, "the embedded spec does not match the file's spec_sha256"),
     "spec_fingerprint_changed": (flip_fingerprint, "the embedded spec does not match the file's spec_sha256"),
     # per-network bookkeeping
-    "init_seed_changed": (set_attr(NET, "init_seed", 99), "seeds 99/1 are not the spec's"),
-    "order_seed_changed": (set_attr(OTHER_NET, "order_seed", 1), "network net-000001: seeds 2/1 are not the spec's"),
+    "init_seed_changed": (set_attr(NET, "init_seed", 99), "init_seed/order_seed 99/1 are not the spec's 1/1"),
+    "order_seed_changed": (set_attr(OTHER_NET, "order_seed", 1), "network net-000001: init_seed/order_seed 2/1 are not the spec's 2/2"),
     "negative_epochs": (set_attr(NET, "epochs", -1), "'epochs' must be a non-negative integer, not -1"),
-    "bool_epochs": (set_attr(NET, "epochs", True), "'epochs' must be a non-negative integer, not True"),
-    "float_epochs": (set_attr(NET, "epochs", 2.0), "'epochs' must be a non-negative integer, not 2.0"),
-    "string_epochs": (set_attr(NET, "epochs", "2"), "'epochs' must be a non-negative integer, not '2'"),
+    "bool_epochs": (set_attr(NET, "epochs", True), "'epochs' must be an int64 scalar, not a boolean"),
+    "float_epochs": (set_attr(NET, "epochs", 2.0), "'epochs' must be an int64 scalar, not a float64 scalar"),
+    "string_epochs": (set_attr(NET, "epochs", "2"), "'epochs' must be an int64 scalar, not a UTF-8 string"),
     "negative_adam_step": (set_attr(NET, "adam_step", -64), "'adam_step' must be a non-negative integer"),
     "unknown_status": (set_attr(NET, "status", "done"), "unknown status 'done'"),
-    "missing_status": (lambda f: f[NET].attrs.__delitem__("status"), "unknown status None"),
+    "missing_status": (lambda f: f[NET].attrs.__delitem__("status"), "network net-000000 lacks the 'status' attribute"),
     "converged_flag_flipped": (set_attr(NET, "converged", True), "converged flag True contradicts status 'capped'"),
     "marked_converged_below_rule": (marked_converged, "marked converged but re-evaluated accuracy is"),
     "still_training_at_cap": (set_attr(NET, "status", "training"), "still training at the cap of 2 epochs"),
     "capped_before_cap": (one_epoch, "marked capped at 1 epochs, cap is 2"),
-    "history_shorter_than_epochs": (set_attr(NET, "epochs", 3), "train_loss has shape (2,), expected (3,)"),
+    "history_shorter_than_epochs": (history_too_short, "history/train_loss has shape (1,), expected (2,)"),
+    "epochs_beyond_the_cap": (set_attr(NET, "epochs", 3), "network net-000000: 3 epochs, more than the spec's max_epochs 2"),
     "history_longer_than_epochs": (history_too_long, "train_loss has shape (3,), expected (2,)"),
     "never_trained": (never_trained, "was never trained"),
     "starts_after_epoch_0": (set_attr(NET, "start_epoch", 1), "starts at epoch 1, expected 0"),
@@ -336,7 +342,7 @@ def write_bytes(tmp_path, data):
         ("first_half", lambda valid: valid[: len(valid) // 2], "unreadable result file"),
         ("minus_last_kb", lambda valid: valid[:-1024], "unreadable result file"),
         ("superblock_only", lambda valid: valid[:96], "unreadable result file"),
-        ("zeroed_middle", lambda valid: valid[:4096] + bytes(len(valid) - 8192) + valid[-4096:], "/networks/net-000000 is missing or not a group"),
+        ("zeroed_middle", lambda valid: valid[:4096] + bytes(len(valid) - 8192) + valid[-4096:], "network net-000000 is missing or not a group"),
     ),
 )
 def test_raw_bytes_are_invalid(small_result, tmp_path, make, fragment):
@@ -376,7 +382,7 @@ def test_external_link_for_all_networks_is_invalid(small_result, tmp_path):
         del f["networks"]
         f["networks"] = h5py.ExternalLink(str(result), "/networks")
 
-    assert_outcome(validate_files(spec_path, mutated(result, tmp_path, mutate)), "invalid", "/networks is a link (ExternalLink)")
+    assert_outcome(validate_files(spec_path, mutated(result, tmp_path, mutate)), "invalid", "networks is a link (ExternalLink)")
 
 
 def test_dataset_with_external_raw_storage_is_invalid(small_result, tmp_path):
@@ -445,19 +451,42 @@ def test_network_trained_on_a_different_machine_is_invalid(small_result, other_m
     assert_outcome(outcome, "invalid", "network net-000000: claims", "re-evaluated")
 
 
-# -- the server's own problems are transient ------------------------------------------------------
+# -- a lost upload is invalid; the server's own problems are transient ---------------------------
 
 
-def test_missing_result_is_transient(small_result, tmp_path):
+def test_missing_result_is_invalid(small_result, tmp_path):
+    """BOINC's upload handler writes the file before the result is reported: missing now is lost
+    for good, and transient would have BOINC ask again forever."""
     spec_path, _ = small_result
     outcome = validate_files(spec_path, tmp_path / "absent.h5")
-    assert_outcome(outcome, "transient", "absent.h5 is missing or unreadable now")
+    assert_outcome(outcome, "invalid", "result file missing", "absent.h5")
 
 
-def test_directory_instead_of_result_is_transient(small_result, tmp_path):
+def test_dangling_symlink_result_is_invalid(small_result, tmp_path):
+    spec_path, _ = small_result
+    (tmp_path / "result.h5").symlink_to(tmp_path / "gone.h5")
+    assert_outcome(validate_files(spec_path, tmp_path / "result.h5"), "invalid", "result file missing")
+
+
+def test_directory_instead_of_result_is_invalid(small_result, tmp_path):
     spec_path, _ = small_result
     (tmp_path / "result.h5").mkdir()
-    assert_outcome(validate_files(spec_path, tmp_path / "result.h5"), "transient", "missing or unreadable now")
+    assert_outcome(validate_files(spec_path, tmp_path / "result.h5"), "invalid", "result.h5 is not a regular file")
+
+
+def test_missing_upload_directory_is_transient(small_result, tmp_path):
+    """No directory at all is the server's state (an unmounted upload file system), not a lost file."""
+    spec_path, _ = small_result
+    outcome = validate_files(spec_path, tmp_path / "unmounted" / "1a" / "result.h5")
+    assert_outcome(outcome, "transient", "upload directory", "is missing: is its file system mounted?")
+
+
+def test_unreadable_result_is_transient(small_result, tmp_path, monkeypatch):
+    """Permissions are the server's problem (root reads everything, so access() is made to say no)."""
+    spec_path, result = small_result
+    path = copy_of(result, tmp_path)
+    monkeypatch.setattr("validator.checks.os.access", lambda p, mode: False)
+    assert_outcome(validate_files(spec_path, path), "transient", "unreadable now (permissions)")
 
 
 def bad_spec(small_result, tmp_path, change):
@@ -536,17 +565,25 @@ def test_cli_truncated_file_exits_1(small_result, tmp_path):
     assert outcome.stderr.startswith("invalid: unreadable result file")
 
 
-@pytest.mark.parametrize("where", ["missing_result", "directory_result", "missing_spec", "directory_spec"])
+@pytest.mark.parametrize("where", ["missing_result", "directory_result"])
+def test_cli_lost_result_exits_1(small_result, tmp_path, where):
+    spec_path, _ = small_result
+    (tmp_path / "dir").mkdir()
+    outcome = run_cli(spec_path, tmp_path / ("absent.h5" if where == "missing_result" else "dir"))
+    assert outcome.exit_code == 1, outcome.output
+    assert outcome.stderr.startswith("invalid: result file "), outcome.stderr
+
+
+@pytest.mark.parametrize("where", ["missing_spec", "directory_spec", "missing_upload_directory"])
 def test_cli_transient_exits_3(small_result, tmp_path, where):
     spec_path, result = small_result
     (tmp_path / "dir").mkdir()
     args = {
-        "missing_result": (spec_path, tmp_path / "absent.h5"),
-        "directory_result": (spec_path, tmp_path / "dir"),
         "missing_spec": (tmp_path / "absent.json", result),
         "directory_spec": (tmp_path / "dir", result),
+        "missing_upload_directory": (spec_path, tmp_path / "unmounted" / "result.h5"),
     }[where]
     outcome = run_cli(*args)
     assert outcome.exit_code == 3, outcome.output
     assert outcome.stderr.startswith("transient: "), outcome.stderr
-    assert ("missing or unreadable now" if where.endswith("result") else "cannot use the workunit spec") in outcome.stderr
+    assert ("upload directory" if where.endswith("directory") else "cannot use the workunit spec") in outcome.stderr

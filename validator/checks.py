@@ -1,24 +1,41 @@
 """Checks of one returned result against its workunit spec.
 
-An uploaded result is hostile until proven otherwise. The checks, in order:
+An uploaded result is hostile until proven otherwise, and **what the validator accepts, the
+assimilator must be able to store**: a valid result that then fails in ``mlds assimilate`` stops
+BOINC's assimilator daemon for good. So every value the store, a release or a status page reads
+from a result is checked here, for type, range and size. The verdicts, in the order they are given:
 
-1. the spec is readable (a spec the server cannot read now is a *transient* error, exit 3);
-2. the result is a file we can read now (missing or unreadable: transient), not larger than the
-   spec's limit, an HDF5 file of a known format and version, written for exactly this spec, with
-   exactly the expected networks, tensor names, shapes and dtypes (``boinc_app.result_file``);
-3. its bookkeeping is consistent: complete, each network's seeds equal the spec's, epochs within
-   the budget and the cap, a history entry per epoch, a status that follows from them;
-4. every weight, Adam moment and history value is finite;
-5. every network is re-evaluated with the *reference* ``torch.nn`` module (not the trainer's
-   ensemble code) on the validation set regenerated from the spec: its claimed validation loss
-   and accuracies must match, and its ``converged`` flag must follow from the re-evaluated scores.
+1. the spec cannot be read now: *transient* (exit 3; the server's problem, BOINC asks again later);
+2. ``bound_resources``: the process's memory and CPU time are bounded from the spec
+   (``validator.limits``); a validation that runs past them is invalid;
+3. the result file is missing while its upload directory exists: *invalid* ("result file
+   missing"). BOINC's upload handler writes the file before the client reports the result, so a
+   file missing at validation time is lost for good; transient would have BOINC retry it forever.
+   A missing upload directory (an unmounted file system) or a file that cannot be read (its
+   permissions) is the server's problem: transient;
+4. the file is refused before its data is read unless it is laid out exactly as the trainer writes
+   it, no larger than ``max_result_bytes``, of a known format and version, written for exactly
+   this spec, with exactly the expected networks, tensors, attributes, shapes and dtypes
+   (``boinc_app.result_file``);
+5. then ``validate_result``'s checks, one after another, each raising ``InvalidResult`` with its
+   reason: complete; provenance strings of bounded length and characters, naming this workunit;
+   per network, bookkeeping (seeds are the spec's, epochs within the budget and the cap, a
+   status that follows from them, restart epochs the rule gives, CPU seconds a finite
+   non-negative number), finite weights, Adam moments and history, history values in range; no
+   two networks with (nearly) the same weights; and every network re-evaluated with the
+   *reference* ``torch.nn`` module (not the trainer's ensemble code) on the validation set
+   regenerated from the spec: its claimed validation loss and accuracies must match, and its
+   ``converged`` flag must follow from the re-evaluated scores. A further check (a re-execution
+   spot check, say) is one more call in that sequence.
 
-Anything unexpected inside the validator is transient (exit 3), never "valid".
+Anything unexpected inside the validator is transient, never "valid", and never a traceback.
 """
 
 import dataclasses
 import math
 import os
+import re
+import stat
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,11 +46,27 @@ from boinc_app.result_file import ResultFileError, read_result
 from boinc_app.task_data import score_counts, scores_from_counts, task_data
 from boinc_app.training import CAPPED, CONVERGED, HISTORY_FIELDS, TRAINING, replay_restarts
 from boinc_app.workunit_spec import SpecError, read_spec
+from validator.limits import ResourceLimitExceeded, apply_limits, disarm_cpu_signal
 
 VALID, INVALID, TRANSIENT = "valid", "invalid", "transient"
 EXIT_CODES = {VALID: 0, INVALID: 1, TRANSIENT: 3}
 ACCURACY_TOLERANCE = 2e-4  # a few scored bits of 20,000 may flip between platforms
 LOSS_TOLERANCE = 1e-3  # relative
+# Two networks whose flattened weights are closer than this (cosine similarity) are one network
+# copied. Honest networks from different seeds are nowhere near: the largest similarity over the
+# 496 pairs of an honest 32-network DS1 result (3 epochs) is 0.090, of 8 networks (2 epochs) 0.048.
+DUPLICATE_SIMILARITY = 0.9999
+MAX_SECONDS = 1e9  # CPU or wall seconds: 30 years, far above any honest workunit
+# Root attributes that the store, releases and status pages copy: (pattern, what it must be).
+VERSION = r"[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}"
+PROVENANCE_PATTERNS = {
+    "app_version": (VERSION, "a version of at most 64 letters, digits and . + _ -"),
+    "torch_version": (VERSION, "a version of at most 64 letters, digits and . + _ -"),
+    "python_version": (r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}[0-9A-Za-z.+_-]{0,24}", "a Python version"),
+    "platform": (r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}", "a system-machine name of at most 64 characters"),
+    "spec_sha256": (r"[0-9a-f]{64}", "64 lowercase hex digits"),
+}
+MAX_DEVICE_CHARS = 128  # a CPU model or GPU name: any printable characters
 
 
 class InvalidResult(Exception):
@@ -55,45 +88,111 @@ def max_result_bytes(spec):
     return (1 << 20) + len(spec.networks) * per_network
 
 
-def validate_files(spec_path, result_path):
-    """Validate ``result_path`` against the spec at ``spec_path``; never raises."""
+def validate_files(spec_path, result_path, bound_resources=False):
+    """Validate ``result_path`` against the spec at ``spec_path``; never raises.
+
+    ``bound_resources``: first bound this process's memory and CPU time (``validator.limits``);
+    only for a process that validates one result and exits (what ``mlds validate`` and the
+    script_validator script run), never in a test runner or a daemon.
+    """
     try:
         spec = read_spec(spec_path)
     except SpecError as exc:
         return Outcome(TRANSIENT, f"cannot use the workunit spec: {exc}")
     except Exception as exc:  # noqa: BLE001 - e.g. RecursionError, or a mistyped field reaching SpecError's checks
         return Outcome(TRANSIENT, f"cannot use the workunit spec: {type(exc).__name__}: {exc}")
-    if not os.path.isfile(result_path) or not os.access(result_path, os.R_OK):
-        return Outcome(TRANSIENT, f"result file {result_path} is missing or unreadable now")
+    limits = None
     try:
+        limits = apply_limits(spec) if bound_resources else None
+        problem = result_file_problem(result_path)
+        if problem is not None:
+            return problem
         return Outcome(VALID, summary=validate_result(spec, result_path))
-    except InvalidResult as exc:
-        return Outcome(INVALID, str(exc))
-    except ResultFileError as exc:
+    except (InvalidResult, ResultFileError, ResourceLimitExceeded) as exc:
         return Outcome(INVALID, str(exc))
     except Exception as exc:  # noqa: BLE001 - a validator bug must not pass or fail a result
+        if limits is not None and _out_of_memory(exc):
+            return Outcome(INVALID, f"validating it needed more memory than the validator's bound ({limits.describe()})")
         return Outcome(TRANSIENT, f"internal error while validating: {type(exc).__name__}: {exc}")
+    finally:
+        if limits is not None:
+            disarm_cpu_signal()
+
+
+def _out_of_memory(exc):
+    """A failed allocation: numpy/h5py raise MemoryError, torch a RuntimeError saying so."""
+    return isinstance(exc, MemoryError) or (isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc))
+
+
+def result_file_problem(path):
+    """The outcome for a result path that is not a regular file we can read now, or None."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        directory = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(directory):
+            return Outcome(TRANSIENT, f"the upload directory {directory} is missing: is its file system mounted?")
+        return Outcome(INVALID, f"result file missing: {path} (BOINC reports a result after its upload is written)")
+    except OSError as exc:
+        return Outcome(TRANSIENT, f"result file {path} cannot be examined now: {exc}")
+    if not stat.S_ISREG(mode):
+        return Outcome(INVALID, f"result file {path} is not a regular file")
+    if not os.access(path, os.R_OK):
+        return Outcome(TRANSIENT, f"result file {path} is unreadable now (permissions)")
+    return None
 
 
 def validate_result(spec, result_path):
     """Raise ``InvalidResult``/``ResultFileError`` unless the result is valid; returns a summary."""
     _, state, attrs = read_result(result_path, spec=spec, max_bytes=max_result_bytes(spec))
-    if attrs.get("complete") is not True:
-        raise InvalidResult("the file is a checkpoint, not a completed result")
+    check_complete(attrs)
+    check_provenance(spec, attrs)
     for seeds, network in zip(spec.networks, state.networks):
         check_bookkeeping(spec, seeds, network)
         check_finite(spec, network)
-    scores = reevaluate(spec, state.networks)
-    for network, (loss, accuracy, post) in zip(state.networks, scores):
-        check_claims(spec, network, loss, accuracy, post)
+        check_history_ranges(spec, network)
+    check_distinct(state.networks)
+    check_reevaluated(spec, state.networks)
     converged = sum(n.status == CONVERGED for n in state.networks)
     return f"{len(state.networks)} networks, {converged} converged"
+
+
+def check_complete(attrs):
+    if attrs.get("complete") is not True:
+        raise InvalidResult("the file is a checkpoint, not a completed result")
+
+
+def check_provenance(spec, attrs):
+    """The root attributes that name this workunit name it, and the provenance strings the store
+    copies have bounded lengths and characters (they reach HTML pages and READMEs)."""
+    for name, expected in (("wu_name", spec.name), ("dataset", spec.dataset), ("task", spec.task_name),
+                           ("spec_version", spec.spec_version)):  # fmt: skip
+        if attrs[name] != expected:
+            raise InvalidResult(f"attribute {name!r} is {_shown(attrs[name])}, expected {expected!r}")
+    for name, (pattern, what) in PROVENANCE_PATTERNS.items():
+        if not re.fullmatch(pattern, attrs[name], flags=re.ASCII):
+            raise InvalidResult(f"attribute {name!r} is {_shown(attrs[name])}, not {what}")
+    device = attrs["device"]
+    if len(device) > MAX_DEVICE_CHARS or not device.isprintable():
+        raise InvalidResult(f"attribute 'device' is {_shown(device)}, not at most {MAX_DEVICE_CHARS} printable characters")
+    _check_seconds(attrs["wall_seconds"], "attribute 'wall_seconds'")
+
+
+def _shown(value, limit=60):
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(value)} characters)"
+
+
+def _check_seconds(value, what):
+    if not (math.isfinite(value) and 0 <= value <= MAX_SECONDS):
+        raise InvalidResult(f"{what} is {value!r}, not a number of seconds in 0..{MAX_SECONDS:g}")
 
 
 def check_bookkeeping(spec, seeds, network):
     key = network.key
     if (network.init_seed, network.order_seed) != (seeds.init_seed, seeds.order_seed):
-        raise InvalidResult(f"network {key}: seeds {network.init_seed}/{network.order_seed} are not the spec's")
+        claimed, expected = f"{network.init_seed}/{network.order_seed}", f"{seeds.init_seed}/{seeds.order_seed}"
+        raise InvalidResult(f"network {key}: init_seed/order_seed {claimed} are not the spec's {expected}")
     if spec.resume_from is None and network.start_epoch != 0:
         raise InvalidResult(f"network {key}: starts at epoch {network.start_epoch}, expected 0")
     trained = network.epochs - network.start_epoch
@@ -110,6 +209,7 @@ def check_bookkeeping(spec, seeds, network):
     replayed = replay_restarts(spec.recipe, network.history["validation_accuracy"], network.status == TRAINING)
     if network.restart_epochs != replayed:
         raise InvalidResult(f"network {key}: restart_epochs {network.restart_epochs} are not the rule's {replayed}")
+    _check_seconds(network.cpu_seconds, f"network {key}: attribute 'cpu_seconds'")
 
 
 def check_finite(spec, network):
@@ -122,6 +222,53 @@ def check_finite(spec, network):
         allowed_nan = name == "post_trigger_accuracy" and spec.task["kind"] == "automaton"
         if not allowed_nan and not np.isfinite(values).all():
             raise InvalidResult(f"network {key}: history {name} holds NaN or Inf")
+
+
+# A mean cross-entropy per scored bit or symbol: an honest network starts near ln 2 (ln 6 for an
+# automaton) and would need logits of a million to reach this.
+MAX_LOSS = 1e6
+# history field -> the closed range its (non-NaN) values lie in
+HISTORY_RANGES = {
+    "train_loss": (0.0, MAX_LOSS),
+    "validation_loss": (0.0, MAX_LOSS),
+    "validation_accuracy": (0.0, 1.0),
+    "post_trigger_accuracy": (0.0, 1.0),
+    "learning_rate": (0.0, math.inf),
+}
+
+
+def check_history_ranges(spec, network):
+    """Losses and learning rates are non-negative, accuracies shares in [0, 1]."""
+    for name, (low, high) in HISTORY_RANGES.items():
+        values = np.asarray(network.history[name], dtype=np.float64)
+        outside = values[~np.isnan(values) & ((values < low) | (values > high))]
+        if outside.size:
+            raise InvalidResult(f"network {network.key}: history {name} holds {outside[0]!r}, outside [{low}, {high}]")
+
+
+def check_distinct(networks):
+    """No two networks carry (nearly) the same weights: a copied network, with its seeds restored,
+    would otherwise pass every other check. Networks given the same init seed (never by workgen)
+    may be alike and are not compared."""
+    flat = np.stack([_flat_weights(n) for n in networks])
+    norms = np.linalg.norm(flat, axis=1)
+    unit = flat / np.where(norms > 0, norms, 1.0)[:, None]
+    similarity = unit @ unit.T
+    similarity[(norms == 0)[:, None] & (norms == 0)[None, :]] = 1.0  # two all-zero networks are alike
+    seeds = np.array([n.init_seed for n in networks])
+    close = np.triu(similarity > DUPLICATE_SIMILARITY, k=1) & (seeds[:, None] != seeds[None, :])
+    for i, j in np.argwhere(close)[:1]:
+        a, b = networks[i].key, networks[j].key
+        raise InvalidResult(f"networks {a} and {b} carry the same weights (cosine similarity {similarity[i, j]:.6f})")
+
+
+def _flat_weights(network):
+    return np.concatenate([np.ravel(value) for _, value in sorted(network.weights.items())]).astype(np.float64)
+
+
+def check_reevaluated(spec, networks):
+    for network, (loss, accuracy, post) in zip(networks, reevaluate(spec, networks)):
+        check_claims(spec, network, loss, accuracy, post)
 
 
 @torch.no_grad()
