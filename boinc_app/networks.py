@@ -6,6 +6,7 @@ these modules to re-evaluate a returned network. The trainer itself trains many 
 with stacked parameters (``boinc_app.ensemble``) and converts to and from these layouts.
 """
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -99,6 +100,12 @@ def parameter_count(module):
 
 def expected_shapes(arch):
     """``{state_dict key: shape}`` for a network of ``arch``, without drawing any numbers."""
+    return dict(_expected_shapes(arch))
+
+
+@functools.lru_cache(maxsize=64)
+def _expected_shapes(arch):
+    # building even a meta module costs ~7 ms; a validator asks once per network of a result
     with torch.device("meta"):
         module = RecurrentNet(arch)
-    return {key: tuple(value.shape) for key, value in module.state_dict().items()}
+    return tuple((key, tuple(value.shape)) for key, value in module.state_dict().items())
