@@ -49,11 +49,13 @@ def train(**options):
 @main.command()
 @click.argument("spec", type=click.Path())  # not dir_okay=False: click's exit 2 would break the 0/1/3 contract
 @click.argument("result", type=click.Path())
-def validate(spec, result):
+@click.option("--resume", "resume_path", type=click.Path(), help="a follow-up's previous result (the spot check continues from it)")
+@click.option("--no-limits", is_flag=True, help="skip the memory and CPU limits (validator.limits): for debugging in one process")
+def validate(spec, result, resume_path, no_limits):
     """Check RESULT against SPEC: exit 0 valid, 1 invalid (reason on stderr), 3 transient."""
     from validator.checks import EXIT_CODES, validate_files
 
-    outcome = validate_files(spec, result, bound_resources=True)  # one result per process: validator.limits
+    outcome = validate_files(spec, result, bound_resources=not no_limits, resume_path=resume_path)
     if outcome.reason:
         click.echo(f"{outcome.verdict}: {outcome.reason}", err=True)
     else:

@@ -23,6 +23,8 @@ import sys
 import time
 from dataclasses import dataclass
 
+from workgen.plan import RESUME_NAME
+
 PR_SET_PDEATHSIG = 1
 
 
@@ -84,6 +86,8 @@ def start_training(root, workdir, name, threads=1, checkpoint_period=60.0):
 
 def start_validation(workdir, name):
     command = [sys.executable, "-m", "mlds.cli", "validate", workdir.spec_path(name), workdir.result_path(name)]
+    previous = [path for path in workdir.input_paths(name) if os.path.basename(path) == RESUME_NAME]
+    command += ["--resume", previous[0]] if previous else []  # a follow-up: the spot check continues from it
     process = subprocess.Popen(
         command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=_die_with_parent,
         env=_child_environment(),

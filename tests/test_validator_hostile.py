@@ -310,7 +310,7 @@ def test_mutated_result_is_invalid(small_result, tmp_path, case):
 def test_control_copy_is_valid(small_result, tmp_path):
     spec_path, result = small_result
     outcome = validate_files(spec_path, copy_of(result, tmp_path))
-    assert outcome == type(outcome)("valid", "", "2 networks, 0 converged")
+    assert outcome == type(outcome)("valid", "", "2 networks, 0 converged, 2 re-evaluated, spot-checked")
 
 
 def test_control_rewritten_unchanged_is_valid(small_result, tmp_path):
@@ -534,13 +534,13 @@ def test_ds2(small_ds2_result, tmp_path, mutate, verdict, fragment):
 
 
 def run_cli(spec_path, result_path):
-    return CliRunner().invoke(main, ["validate", str(spec_path), str(result_path)])
+    return CliRunner().invoke(main, ["validate", str(spec_path), str(result_path), "--no-limits"])
 
 
 def test_cli_valid_exits_0(small_result):
     outcome = run_cli(*small_result)
     assert outcome.exit_code == 0, outcome.output
-    assert outcome.stderr == "valid: 2 networks, 0 converged\n"
+    assert outcome.stderr == "valid: 2 networks, 0 converged, 2 re-evaluated, spot-checked\n"
 
 
 @pytest.mark.parametrize(

@@ -26,14 +26,14 @@ import validator.limits as limits
 
 spec_path, result_path, mode = sys.argv[1:4]
 
-def allocate(spec, path, chooser=None):
+def allocate(spec, path, *rest):
     return np.ones(4 << 30, np.uint8).sum()  # 4 GiB
 
-def python_loop(spec, path, chooser=None):
+def python_loop(spec, path, *rest):
     while True:
         pass
 
-def c_loop(spec, path, chooser=None):
+def c_loop(spec, path, *rest):
     hashlib.pbkdf2_hmac("sha256", b"key", b"salt", 10**9)  # minutes in one C call that checks no signals
 
 if mode != "honest":
@@ -93,7 +93,7 @@ def test_loop_in_c_past_the_cpu_bound_is_killed(small_result):
 def test_memory_error_without_limits_is_transient(small_result, monkeypatch):
     """Unbounded, running out of memory is the server's state, not the result's fault."""
 
-    def allocate(spec, path, chooser=None):
+    def allocate(spec, path, *rest):
         raise MemoryError()
 
     monkeypatch.setattr("validator.checks.validate_result", allocate)

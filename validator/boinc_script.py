@@ -75,7 +75,11 @@ def validate_call(state, call, bound_resources=False):
         return Outcome(INVALID, f"not an mlds upload: {exc}")
     if not os.path.isfile(spec_path):
         return Outcome(TRANSIENT, f"no spec {spec_path}: the server's mlds/specs lacks this workunit (was it made by mlds workgen?)")
-    return validate_files(spec_path, call.paths[0], bound_resources=bound_resources)
+    from workgen.specs import parse_workunit_name
+
+    previous = state.checkpoint_path(parse_workunit_name(os.path.basename(spec_path)[: -len(".json")]).base)
+    resume_path = previous if os.path.isfile(previous) else None  # a follow-up's kept input
+    return validate_files(spec_path, call.paths[0], bound_resources=bound_resources, resume_path=resume_path)
 
 
 def implausible_runtime(spec_path, result_path, runtime):

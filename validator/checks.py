@@ -26,8 +26,9 @@ from a result is checked here, for type, range and size. The verdicts, in the or
    (``REEVALUATED_NETWORKS``, all of a small result) re-evaluated with the
    *reference* ``torch.nn`` module (not the trainer's ensemble code) on the validation set
    regenerated from the spec: its claimed validation loss and accuracies must match, and its
-   ``converged`` flag must follow from the re-evaluated scores. A further check (a re-execution
-   spot check, say) is one more call in that sequence.
+   ``converged`` flag must follow from the re-evaluated scores; last, the re-execution spot check
+   (``validator.spot_check``, docs/spot-check.md), from the spec or, for a follow-up, from the
+   previous validated result.
 
 Anything unexpected inside the validator is transient, never "valid", and never a traceback.
 """
@@ -90,14 +91,15 @@ def max_result_bytes(spec):
     return (1 << 20) + len(spec.networks) * per_network
 
 
-def validate_files(spec_path, result_path, bound_resources=False, chooser=None):
+def validate_files(spec_path, result_path, bound_resources=False, chooser=None, resume_path=None):
     """Validate ``result_path`` against the spec at ``spec_path``; never raises.
 
     ``bound_resources``: first bound this process's memory and CPU time (``validator.limits``);
     only for a process that validates one result and exits (what ``mlds validate`` and the
     script_validator script run), never in a test runner or a daemon. ``chooser``: which networks
-    to re-evaluate (``NetworkSample``; default: ``REEVALUATED_NETWORKS`` drawn from the OS's
-    randomness).
+    to re-evaluate and re-train (``NetworkSample``; default: ``REEVALUATED_NETWORKS`` drawn from
+    the OS's randomness). ``resume_path``: a follow-up's previous, validated result, which the spot
+    check continues from (without it a follow-up's spot check is skipped).
     """
     try:
         spec = read_spec(spec_path)
@@ -111,7 +113,7 @@ def validate_files(spec_path, result_path, bound_resources=False, chooser=None):
         problem = result_file_problem(result_path)
         if problem is not None:
             return problem
-        return Outcome(VALID, summary=validate_result(spec, result_path, chooser))
+        return Outcome(VALID, summary=validate_result(spec, result_path, chooser, resume_path))
     except (InvalidResult, ResultFileError, ResourceLimitExceeded) as exc:
         return Outcome(INVALID, str(exc))
     except Exception as exc:  # noqa: BLE001 - a validator bug must not pass or fail a result
@@ -159,6 +161,10 @@ class NetworkSample:
             return list(range(count))
         return sorted((self.rng or random.SystemRandom()).sample(range(count), self.size))
 
+    def generator(self):
+        """A numpy generator for the spot check's own draws, from the same source."""
+        return np.random.default_rng((self.rng or random.SystemRandom()).getrandbits(64))
+
 
 # Re-evaluating one DS1 network on its regenerated validation set costs about 0.07 s on one core;
 # all 32 of a workunit would take 2.2 s, and a server core must validate at least one result per
@@ -170,7 +176,7 @@ class NetworkSample:
 REEVALUATED_NETWORKS = 4
 
 
-def validate_result(spec, result_path, chooser=None):
+def validate_result(spec, result_path, chooser=None, resume_path=None):
     """Raise ``InvalidResult``/``ResultFileError`` unless the result is valid; returns a summary."""
     chooser = chooser or NetworkSample(REEVALUATED_NETWORKS)
     _, state, attrs = read_result(result_path, spec=spec, max_bytes=max_result_bytes(spec))
@@ -183,8 +189,22 @@ def validate_result(spec, result_path, chooser=None):
     check_distinct(state.networks)
     chosen = chooser.choose(len(state.networks))
     check_reevaluated(spec, [state.networks[i] for i in chosen])
+    spot = check_training(spec, state, chooser, resume_path)
     converged = sum(n.status == CONVERGED for n in state.networks)
-    return f"{len(state.networks)} networks, {converged} converged, {len(chosen)} re-evaluated"
+    return f"{len(state.networks)} networks, {converged} converged, {len(chosen)} re-evaluated, {spot}"
+
+
+def check_training(spec, state, chooser, resume_path):
+    """The re-execution spot check (``validator.spot_check``); returns what it did, for the log."""
+    from validator.spot_check import spot_check
+
+    resume_state = None
+    if spec.resume_from:
+        if resume_path is None:
+            return "spot check skipped (no previous result)"
+        _, resume_state, _ = read_result(resume_path)
+    spot_check(spec, state, chooser.generator(), resume_state=resume_state)
+    return "spot-checked"
 
 
 def check_complete(attrs):

@@ -85,9 +85,12 @@ def cpu_budget(spec):
     """CPU seconds a validation of ``spec``'s result may take. A check added to ``validate_result``
     that costs more than the re-evaluation (a spot check that re-trains networks) must add its
     cost here, or the kernel stops honest validations and they are judged invalid."""
+    from validator.spot_check import reexecution_flops
+
     data = spec.data
     reevaluation = len(spec.networks) * data.validation_size * data.length * forward_step_flops(spec.architecture)
-    return CPU_BASE_SECONDS + reevaluation / SLOW_FLOPS_PER_SECOND + generated_steps(spec) / SLOW_STEPS_PER_SECOND
+    flops = reevaluation + reexecution_flops(spec)
+    return CPU_BASE_SECONDS + flops / SLOW_FLOPS_PER_SECOND + generated_steps(spec) / SLOW_STEPS_PER_SECOND
 
 
 def mapped_bytes():
