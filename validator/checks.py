@@ -194,8 +194,15 @@ def validate_result(spec, result_path, chooser=None, resume_path=None):
     return f"{len(state.networks)} networks, {converged} converged, {len(chosen)} re-evaluated, {spot}"
 
 
+# The spot check's re-training is off: through the real BOINC client (tests/test_boinc_server_e2e.py)
+# honest results differed from the server's re-execution by up to 1.3e-4 (relative) in their
+# epoch-1 validation loss, 40x the tolerance measured in-process (docs/spot-check.md §6), and were
+# rejected. Until that is understood and measured, the checks that re-train nothing run alone.
+REEXECUTE = False
+
+
 def check_training(spec, state, chooser, resume_path):
-    """The re-execution spot check (``validator.spot_check``); returns what it did, for the log."""
+    """The spot check (``validator.spot_check``); returns what it did, for the log."""
     from validator.spot_check import spot_check
 
     resume_state = None
@@ -203,8 +210,8 @@ def check_training(spec, state, chooser, resume_path):
         if resume_path is None:
             return "spot check skipped (no previous result)"
         _, resume_state, _ = read_result(resume_path)
-    spot_check(spec, state, chooser.generator(), resume_state=resume_state)
-    return "spot-checked"
+    spot_check(spec, state, chooser.generator(), resume_state=resume_state, retrain=REEXECUTE)
+    return "spot-checked" if REEXECUTE else "spot-checked without re-training"
 
 
 def check_complete(attrs):

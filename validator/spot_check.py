@@ -68,8 +68,9 @@ class SpotCheckFailed(InvalidResult):
     """Re-executed or cross-checked training disagrees with the result."""
 
 
-def spot_check(spec, state, rng, resume_state=None, data=None, budget_share=BUDGET_SHARE, known=()):
-    """Raise ``SpotCheckFailed`` (an ``InvalidResult``) unless ``state`` passes every check.
+def spot_check(spec, state, rng, resume_state=None, data=None, budget_share=BUDGET_SHARE, known=(), retrain=True):
+    """Raise ``SpotCheckFailed`` (an ``InvalidResult``) unless ``state`` passes every check;
+    ``retrain`` False: only the checks that re-train nothing (follow-up, copies, lineage, Adam).
 
     ``rng``: a ``numpy.random.Generator`` the server seeds from its own secret randomness after
     the upload. ``resume_state``: the previous validated ``RunState`` of a follow-up workunit.
@@ -83,6 +84,8 @@ def spot_check(spec, state, rng, resume_state=None, data=None, budget_share=BUDG
     check_lineage(spec, state, starts)
     for network in state.networks:
         check_adam(spec, network)
+    if not retrain:
+        return
     plan = plan_reexecution(state, rng, budget_share, ALONE_COST[spec.architecture.cell])
     data = data if data is not None else task_data(spec)
     threads = torch.get_num_threads()
