@@ -241,10 +241,15 @@ def _write_columns(group, table_columns):
 
 def read_store_file(source):
     """``(StoreHeader, {task: TaskTable})`` from a path or binary file object; refuses unknown formats."""
+    return _read_each_task(source, _read_task)
+
+
+def _read_each_task(source, read_task):
+    """``(StoreHeader, {task: read_task(file, task, header)})``; every failure is a ``StoreError``."""
     try:
         with h5py.File(source, "r", locking=False) as f:
             header = _read_header(f.attrs)
-            return header, {task: _read_task(f, task, header) for task in f.keys()}
+            return header, {task: read_task(f, task, header) for task in f.keys()}
     except StoreError:
         raise
     except (OSError, KeyError, TypeError, ValueError) as exc:
@@ -296,14 +301,7 @@ def _read_columns(f, task, header):
 
 def read_store_columns(source):
     """``(StoreHeader, {task: columns})``: every metadata column, no weights."""
-    try:
-        with h5py.File(source, "r", locking=False) as f:
-            header = _read_header(f.attrs)
-            return header, {task: _read_columns(f, task, header) for task in f.keys()}
-    except StoreError:
-        raise
-    except (OSError, KeyError, TypeError, ValueError) as exc:
-        raise StoreError(f"unreadable dataset file: {type(exc).__name__}: {exc}") from None
+    return _read_each_task(source, _read_columns)
 
 
 def rows_per_block(header, block_bytes=BLOCK_BYTES):

@@ -186,27 +186,16 @@ def check_cost(dataset, task, workunit, epochs):
     import torch
 
     from boinc_app import training
+    from boinc_app.standalone import SilentControl
     from boinc_app.task_data import task_data
     from validator.spot_check import plan_reexecution, spot_check
     from workgen.specs import make_spec
-
-    class Quiet:  # a control that never suspends, quits or checkpoints
-        def wait_while_suspended(self):
-            pass
-
-        def report_progress(self, state, fraction):
-            pass
-
-        def quit_requested(self):
-            return False
-
-        checkpoint_due = quit_requested
 
     torch.set_num_threads(1)
     spec = make_spec(dataset, task, networks=workunit, seed=1, epoch_budget=epochs)
     data = task_data(spec)
     started = time.process_time()
-    state = training.train(spec, data, training.initial_state(spec), Quiet())
+    state = training.train(spec, data, training.initial_state(spec), SilentControl())
     trained = time.process_time() - started
     rng = np.random.default_rng(7)
     plan = plan_reexecution(state, np.random.default_rng(7))

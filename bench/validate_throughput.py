@@ -24,34 +24,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from boinc_app.standalone import SilentControl
 from boinc_app.trainer import TrainerConfig, run_trainer
 from boinc_app.workunit_spec import write_spec
 from mlds.server.install import InstallConfig, install
 from workgen.specs import make_spec, with_data
 
 CONFIG_XML = """<boinc><config><db_name>none</db_name><db_user>none</db_user><host>bench</host></config><daemons/></boinc>\n"""
-
-
-class QuietControl:
-    """No BOINC client: never suspended, no checkpoints (the trainer's control interface)."""
-
-    def __init__(self, write_checkpoint=None):
-        pass
-
-    def wait_while_suspended(self):
-        pass
-
-    def report_progress(self, state, fraction):
-        pass
-
-    def quit_requested(self):
-        return False
-
-    def checkpoint_due(self):
-        return False
-
-    def checkpoint(self, state):
-        pass
 
 
 def make_project(root, results):
@@ -66,7 +45,7 @@ def make_project(root, results):
         write_spec(spec, spec_path)
         upload = root / "upload" / f"{spec.name}_0_r{1000 + i}_0"
         upload.parent.mkdir(exist_ok=True)
-        run_trainer(TrainerConfig(str(spec_path), str(upload)), QuietControl)
+        run_trainer(TrainerConfig(str(spec_path), str(upload)), SilentControl)
         shutil.rmtree(str(upload) + ".checkpoint", ignore_errors=True)
         uploads.append(upload)
     return uploads

@@ -55,3 +55,26 @@ class StandaloneControl:
             training = sum(1 for n in state.networks if n.status == "training")
             epochs = max(n.epochs for n in state.networks)
             print(f"progress {fraction:.3f}: epoch {epochs}, {training} network(s) training", file=self._stream, flush=True)
+
+
+class SilentControl:
+    """A control that never suspends, quits, reports or checkpoints on its own: tests and
+    benchmarks that train in process (``checkpoint`` still writes when the loop asks)."""
+
+    def __init__(self, write_checkpoint=None):
+        self.write_checkpoint = write_checkpoint
+
+    def wait_while_suspended(self):
+        pass
+
+    def report_progress(self, state, fraction):
+        pass
+
+    def quit_requested(self):
+        return False
+
+    def checkpoint_due(self):
+        return False
+
+    def checkpoint(self, state):
+        self.write_checkpoint(state)

@@ -5,6 +5,7 @@ import os
 import pytest
 import torch
 
+from boinc_app.standalone import SilentControl  # noqa: F401 - tests import it from conftest too
 from boinc_app.trainer import TrainerConfig, run_trainer
 from boinc_app.workunit_spec import write_spec
 from workgen.specs import make_spec, with_data
@@ -16,28 +17,6 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 # One thread: the trainer runs single-threaded per process, and oversubscribed cores make
 # small-tensor work many times slower.
 torch.set_num_threads(1)
-
-
-class SilentControl:
-    """A control that never checkpoints, quits or reports (unit tests)."""
-
-    def __init__(self, write_checkpoint=None):
-        self.write_checkpoint = write_checkpoint
-
-    def wait_while_suspended(self):
-        pass
-
-    def report_progress(self, state, fraction):
-        pass
-
-    def quit_requested(self):
-        return False
-
-    def checkpoint_due(self):
-        return False
-
-    def checkpoint(self, state):
-        self.write_checkpoint(state)
 
 
 def pytest_collection_modifyitems(config, items):

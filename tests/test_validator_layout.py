@@ -10,7 +10,6 @@ peak is Linux's high-water mark of resident memory, reset just before each measu
 """
 
 import json
-import shutil
 import subprocess
 import sys
 import zlib
@@ -20,23 +19,13 @@ import numpy as np
 import pytest
 
 from boinc_app.result_file import ResultFileError, read_result
+from tests.test_validator_hostile import mutated
 from validator.checks import validate_files
 
 NET = "networks/net-000000"
 MB = 1 << 20
 
 
-def copy_of(result, tmp_path, name="result.h5"):
-    path = tmp_path / name
-    shutil.copyfile(result, path)
-    return path
-
-
-def mutated(result, tmp_path, mutate):
-    path = copy_of(result, tmp_path)
-    with h5py.File(path, "r+") as f:
-        mutate(f)
-    return path
 
 
 def assert_invalid(outcome, *fragments):
