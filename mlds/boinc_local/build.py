@@ -39,8 +39,20 @@ from mlds.boinc_local.errors import BuildError, MissingDependencyError
 # Bump when the steps below change: the cache key includes it, so old trees are not reused.
 RECIPE_VERSION = "2"
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_SOURCE_DIR = REPO_ROOT.parent / "shared" / "third_party" / "boinc"
-DEFAULT_TARBALL = DEFAULT_SOURCE_DIR / "boinc-server-src-c5c6cb79.tar.gz"
+TARBALL_NAME = "boinc-server-src-c5c6cb79.tar.gz"
+SHARED_SOURCE = Path("shared") / "third_party" / "boinc"
+WORKPLACE_SHARED = Path("/work")  # where this project's machines mount shared/ (a clone may live elsewhere)
+
+
+def default_source_dir():
+    """``shared/third_party/boinc`` beside the checkout or above it, else the workplace's mount;
+    the first that holds the tarball (the checkout's neighbour when none does, for the message)."""
+    candidates = [parent / SHARED_SOURCE for parent in REPO_ROOT.parents] + [WORKPLACE_SHARED / SHARED_SOURCE]
+    return next((c for c in candidates if (c / TARBALL_NAME).is_file()), REPO_ROOT.parent / SHARED_SOURCE)
+
+
+DEFAULT_SOURCE_DIR = default_source_dir()
+DEFAULT_TARBALL = DEFAULT_SOURCE_DIR / TARBALL_NAME
 DEFAULT_PATCHES = DEFAULT_SOURCE_DIR / "patches"
 TREE = "boinc"  # the source tree's name inside a build directory
 CONFIGURE = ("./configure", "--disable-client", "--disable-manager", "--enable-server")
