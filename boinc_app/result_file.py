@@ -49,10 +49,10 @@ import h5py
 import numpy as np
 import torch
 
-import mlds
 from boinc_app.atomic_file import replace_atomically
 from boinc_app.networks import expected_shapes
 from boinc_app.training import CAPPED, CONVERGED, HISTORY_FIELDS, TRAINING, NetworkState, RunState
+from boinc_app.version import __version__
 from boinc_app.workunit_spec import SpecError, spec_from_dict
 
 RESULT_FORMAT = "mlds-result"
@@ -95,7 +95,7 @@ def _write_root(f, spec, state, complete, device):
             "format": RESULT_FORMAT,
             "format_version": RESULT_FORMAT_VERSION,
             "spec_version": spec.spec_version,
-            "app_version": mlds.__version__,
+            "app_version": __version__,
             "torch_version": str(torch.__version__),
             "python_version": sys.version.split()[0],
             "platform": f"{platform.system()}-{platform.machine()}",

@@ -1,6 +1,6 @@
 """mlds: the Machine Learning Dataset Generator (command line and version)."""
 
-__version__ = "0.1.0"
+from boinc_app.version import __version__  # noqa: F401  (one version, set where the trainer reads it)
 
 
 def load_dataset(path):
