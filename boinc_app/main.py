@@ -41,6 +41,7 @@ from boinc_app.slot_files import write_finish_file, write_temporary_exit
 from boinc_app.standalone import StandaloneControl
 from boinc_app.trainer import TrainerConfig, run_trainer
 from boinc_app.training import CONVERGED, QuitRequested
+from boinc_app.version import __version__
 from boinc_app.workunit_spec import SpecError
 from boinc_app.wrapper_files import WrapperControl
 
@@ -145,6 +146,7 @@ def config_from_options(spec, output, checkpoint, checkpoint_period, threads, de
 
 
 @click.command()
+@click.version_option(__version__, prog_name="mlds-train")  # not from package metadata: a frozen app has none
 @trainer_options
 @click.option("--wrapper-fraction-file", metavar="NAME", help="wrapper mode: job.xml's <fraction_done_filename>")
 @click.option("--wrapper-checkpoint-file", metavar="NAME", help="wrapper mode: job.xml's <checkpoint_filename>")

@@ -10,6 +10,7 @@ import click
 
 from boinc_app.main import config_from_options, train_standalone, trainer_options
 from boinc_app.workunit_spec import write_spec
+from mlds.package.cli import package
 
 
 @click.group()
@@ -437,6 +438,9 @@ def test_server_input_path(project, result_id, position):
     from mlds.test_server.queries import input_path
 
     click.echo(_test_server_call(lambda: input_path(load_project(project), result_id, position)))
+
+
+main.add_command(package)
 
 if __name__ == "__main__":
     main()
