@@ -117,6 +117,9 @@ class FakeClient:
             "result_name": RESULT_NAME[:-2], "client_pid": os.getpid(), "checkpoint_period": 1.0, **init_fields,
         }  # fmt: skip
         self.process = None
+        # what the client starts in the slot (tests/test_packaging_freeze.py: the frozen trainer)
+        self.command = [sys.executable, "-m", "boinc_app.main"]
+        self.env = {**os.environ, "PYTHONPATH": str(REPO)}
 
     def start(self, heartbeats=True, **init_fields):
         """What the client does before each start, then start the app and serve it."""
@@ -126,10 +129,10 @@ class FakeClient:
             (self.slot / stale).unlink(missing_ok=True)
         self.memory = SharedMemory(open_mmap_file(str(self.slot / "boinc_mmap_file")))
         self.statuses, self.pending, self.heartbeats = [], collections.deque(), heartbeats
-        env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        env = {**self.env, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         with open(self.slot / "stderr.txt", "ab") as stderr:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "boinc_app.main", "spec.json", "-o", "result.h5"],
+                [*self.command, "spec.json", "-o", "result.h5"],
                 cwd=self.slot, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr, env=env,
             )  # fmt: skip
         self.thread = threading.Thread(target=self._serve, daemon=True)

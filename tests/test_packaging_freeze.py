@@ -27,6 +27,7 @@ from mlds.cli import main
 from mlds.package.contents import bundle_modules, server_modules
 from mlds.package.freeze import NAME, REPO_ROOT, FreezeConfig, build_inputs_digest, freeze
 from tests.conftest import IN_CI, train_spec
+from tests.test_boinc_app_boinc_protocol import FakeClient
 from tests.test_boinc_app_training import assert_same_networks
 from workgen.specs import make_spec, with_data
 
@@ -95,11 +96,25 @@ def test_version_in_an_empty_environment(bundle, tmp_path):
     assert (done.returncode, done.stdout) == (0, f"mlds-train, version {__version__}\n"), done.stderr
 
 
+TINY_SPEC = with_data(make_spec("DS1", "SingleInvertMachine", networks=2, seed=5, max_epochs=2), train_size=1000)
+
+
 @pytest.fixture(scope="module")
-def frozen_and_source(bundle, tmp_path_factory):
+def source_trained(tmp_path_factory):
+    return train_spec(tmp_path_factory.mktemp("from_source"), TINY_SPEC)
+
+
+def assert_bitwise_equal(frozen_result, source_result):
+    (_, frozen, _), (_, source, _) = read_result(frozen_result), read_result(source_result)
+    assert_same_networks(frozen, source)  # weights, second moments, history, epochs, status
+    for x, y in zip(frozen.networks, source.networks):
+        assert all(np.array_equal(x.exp_avg[key], y.exp_avg[key]) for key in x.weights), x.key
+
+
+@pytest.fixture(scope="module")
+def frozen_and_source(bundle, source_trained, tmp_path_factory):
     """The same tiny spec trained by the frozen trainer (empty environment) and from source."""
-    spec = with_data(make_spec("DS1", "SingleInvertMachine", networks=2, seed=5, max_epochs=2), train_size=1000)
-    source_spec, source_result = train_spec(tmp_path_factory.mktemp("from_source"), spec)
+    source_spec, source_result = source_trained
     volunteer = tmp_path_factory.mktemp("volunteer")
     shutil.copy(source_spec, volunteer / "spec.json")
     done = run_frozen(bundle, "spec.json", "-o", "result.h5", cwd=volunteer)
@@ -109,10 +124,7 @@ def frozen_and_source(bundle, tmp_path_factory):
 
 def test_frozen_result_is_bitwise_the_source_result(frozen_and_source):
     _, source_result, frozen_result = frozen_and_source
-    (_, frozen, _), (_, source, _) = read_result(frozen_result), read_result(source_result)
-    assert_same_networks(frozen, source)  # weights, second moments, history, epochs, status
-    for x, y in zip(frozen.networks, source.networks):
-        assert all(np.array_equal(x.exp_avg[key], y.exp_avg[key]) for key in x.weights), x.key
+    assert_bitwise_equal(frozen_result, source_result)
 
 
 def test_validate_accepts_the_frozen_result(frozen_and_source):
@@ -120,3 +132,19 @@ def test_validate_accepts_the_frozen_result(frozen_and_source):
     checked = CliRunner().invoke(main, ["validate", str(spec), str(frozen_result), "--no-limits"])
     assert checked.exit_code == 0, checked.output
     assert "valid: 2 networks" in checked.output
+
+
+def test_frozen_trainer_speaks_the_boinc_protocol_in_a_slot(bundle, source_trained, tmp_path):
+    """A slot laid out as the client lays it out (init_data.xml, shared memory, soft links), the
+    frozen trainer started there with no environment but the thread counts the client sets."""
+    fake = FakeClient(tmp_path, TINY_SPEC)
+    fake.command, fake.env = [str(bundle / NAME)], {}
+    try:
+        code = fake.start().wait()
+    finally:
+        fake.kill()
+    assert code == 0, fake.stderr()
+    assert (fake.slot / "boinc_finish_called").read_text() == "0\n"
+    assert "BOINC mode" in fake.stderr() and "finished" in fake.stderr()
+    assert fake.reported("fraction_done") and fake.reported("fraction_done")[-1] == 1.0
+    assert_bitwise_equal(fake.result, source_trained[1])

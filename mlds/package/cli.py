@@ -14,8 +14,7 @@ def package():
 @package.command()
 @click.option("--dist", default="dist", show_default=True, type=click.Path(file_okay=False), help="the bundle goes to DIST/mlds-train/")
 @click.option("--work", default="build/pyinstaller", show_default=True, type=click.Path(file_okay=False), help="PyInstaller's build directory")
-@click.option("--strip", is_flag=True, help="strip the shared libraries (docs/packaging.md: what it saves)")
-def build(dist, work, strip):
+def build(dist, work):
     """Freeze the trainer (boinc_app.main, console script mlds-train) for this platform."""
     from mlds.package.freeze import FreezeConfig, FreezeError, freeze
 
@@ -23,7 +22,7 @@ def build(dist, work, strip):
         click.echo("error: building needs PyInstaller: pip install 'mlds[package]'", err=True)
         sys.exit(1)
     try:
-        bundle = freeze(FreezeConfig(dist=dist, work=work, strip=strip), capture=False)
+        bundle = freeze(FreezeConfig(dist=dist, work=work), capture=False)
     except FreezeError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
