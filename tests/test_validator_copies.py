@@ -28,11 +28,10 @@ def copy_network(noise=0.0):
         del f[OTHER_NET]
         f.copy(f[NET], f["networks"], name="net-000001")
         f[OTHER_NET].attrs.update(seeds)
-        rng = np.random.default_rng(0)
-        for dataset in f[OTHER_NET].values():
-            if isinstance(dataset, h5py.Dataset) and noise:
-                values = dataset[()]
-                dataset[...] = values * (1 + noise * rng.standard_normal(values.shape)).astype(np.float32)
+        if noise:  # on the weights only: the copy's moments and history stay net-000000's
+            values = f[OTHER_NET]["weights"][()]
+            rng = np.random.default_rng(0)
+            f[OTHER_NET]["weights"][...] = values * (1 + noise * rng.standard_normal(values.shape)).astype(np.float32)
 
     return mutate
 

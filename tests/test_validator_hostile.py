@@ -4,6 +4,11 @@ Every case starts from a copy of a real trained result (``small_result``, DS1, 2
 2 epochs) in ``tmp_path`` and breaks one thing, with h5py or as raw bytes. The validator must
 never raise, never pass a broken file, call a lost upload invalid, and call the server's own
 problems (an unusable spec, a missing upload directory, permissions) transient.
+
+The file is of format 3: per network four datasets, ``weights``, ``exp_avg`` and ``exp_avg_sq``
+(each tensor flattened and concatenated in ``parameter_layout`` order; ``conftest.edit_tensor``
+changes one tensor's slice) and ``history`` ([5, epochs], a row per ``HISTORY_FIELDS`` field).
+Attacks on the format-2 layout (a dataset per tensor) are in ``test_validator_layout.py``.
 """
 
 import json
@@ -14,10 +19,13 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from boinc_app.networks import parameter_layout, unflatten_tensors
+from boinc_app.training import HISTORY_FIELDS
 from boinc_app.workunit_spec import read_spec
-from conftest import train_small
+from conftest import edit_history, edit_tensor, file_layout, train_small
 from mlds.cli import main
 from validator.checks import max_result_bytes, validate_files
+from workgen.specs import make_spec
 
 NET = "networks/net-000000"
 OTHER_NET = "networks/net-000001"
@@ -78,8 +86,25 @@ def nest(path, depth=200):
     return mutate
 
 
-def set_item(path, index, value):
-    return lambda f: edit(f[path], lambda v: v.__setitem__(index, value))
+def nested_group_instead_of(path, depth=200):
+    """Replace the dataset ``path`` by a group nested ``depth`` deep."""
+
+    def mutate(f):
+        del f[path]
+        group = f.create_group(path)
+        for _ in range(depth - 1):
+            group = group.create_group("d")
+
+    return mutate
+
+
+def set_tensor_item(network, vector, name, index, value):
+    """Set element ``index`` of tensor ``name`` in the flat dataset ``vector`` (weights, exp_avg, exp_avg_sq)."""
+    return lambda f: edit_tensor(f, network, name, lambda v: v.__setitem__(index, value), vector)
+
+
+def set_history_item(network, field, index, value):
+    return lambda f: edit_history(f, network, field, lambda v: v.__setitem__(index, value))
 
 
 def retype(path, dtype):
@@ -91,18 +116,43 @@ def retype(path, dtype):
     return mutate
 
 
+def reshape(path, change):
+    """Replace dataset ``path`` by its values with the shape ``change(values)`` gives."""
+
+    def mutate(f):
+        group, name = path.rsplit("/", 1)
+        replace(f[group], name, data=np.ascontiguousarray(change(f[path][()])))
+
+    return mutate
+
+
 def group_instead_of_dataset(f):
-    del f[NET]["head.0.weight"]
-    f[NET].create_group("head.0.weight").create_dataset("data", data=np.zeros((24, 12), np.float32))
+    """The weights as a group holding a dataset of the right values."""
+    values = f[NET]["weights"][()]
+    del f[NET]["weights"]
+    f[NET].create_group("weights").create_dataset("data", data=values)
+
+
+def history_in_format_2_layout(f):
+    """A format-3 file whose history is the format-2 group of one dataset per field."""
+    rows = f[NET]["history"][()]
+    del f[NET]["history"]
+    for field, row in zip(HISTORY_FIELDS, rows):
+        f[NET].create_dataset(f"history/{field}", data=row)
+
+
+def moments_in_format_2_layout(f):
+    """A format-3 file whose Adam moments are the format-2 ``adam`` group of one dataset per tensor."""
+    layout = file_layout(f)
+    for moment in ("exp_avg", "exp_avg_sq"):
+        for name, values in unflatten_tensors(f[NET][moment][()], layout).items():
+            f[NET].create_dataset(f"adam/{moment}/{name}", data=values)
+        del f[NET][moment]
 
 
 def string_weights(f):
-    values = f[NET]["head.0.bias"][()]
-    replace(f[NET], "head.0.bias", data=np.array([str(v) for v in values], dtype=h5py.string_dtype()))
-
-
-def transposed(f):
-    replace(f[NET], "head.0.weight", data=f[NET]["head.0.weight"][()].T.copy())
+    values = f[NET]["weights"][()]
+    replace(f[NET], "weights", data=np.array([str(v) for v in values], dtype=h5py.string_dtype()))
 
 
 def extra_network(f):
@@ -114,31 +164,27 @@ def renamed_network(f):
 
 
 def soft_link(f):
-    del f[NET]["head.0.weight"]
-    f[NET]["head.0.weight"] = h5py.SoftLink(f"/{OTHER_NET}/head.0.weight")
+    del f[NET]["weights"]
+    f[NET]["weights"] = h5py.SoftLink(f"/{OTHER_NET}/weights")
+
+
+def history_epochs(f, epochs):
+    """Keep (or extend with 0.5) the history to ``epochs`` epochs, for every field."""
+    rows = f[NET]["history"][()]
+    kept = rows[:, :epochs]
+    padding = np.full((rows.shape[0], max(0, epochs - rows.shape[1])), 0.5)
+    replace(f[NET], "history", data=np.ascontiguousarray(np.concatenate([kept, padding], axis=1)))
 
 
 def one_epoch(f):
     """Keep the first epoch only: a consistent file of a network that stopped after 1 of 2 epochs."""
     f[NET].attrs["epochs"] = 1
-    for name, dataset in list(f[NET]["history"].items()):
-        replace(f[NET]["history"], name, data=dataset[()][:1])
+    history_epochs(f, 1)
 
 
 def never_trained(f):
     f[NET].attrs.update({"epochs": 0, "status": "converged", "converged": True})
-    for name in list(f[NET]["history"]):
-        replace(f[NET]["history"], name, data=np.zeros(0))
-
-
-def history_too_short(f):
-    for name, dataset in list(f[NET]["history"].items()):
-        replace(f[NET]["history"], name, data=dataset[()][:1])
-
-
-def history_too_long(f):
-    history = f[NET]["history"]
-    replace(history, "train_loss", data=np.append(history["train_loss"][()], 0.5))
+    replace(f[NET], "history", data=np.zeros((len(HISTORY_FIELDS), 0)))
 
 
 def marked_converged(f):
@@ -146,22 +192,18 @@ def marked_converged(f):
 
 
 def add_to_head_weight(f):
-    edit(f[NET]["head.3.weight"], lambda v: v.__iadd__(np.float32(0.5)))
+    edit_tensor(f, NET, "head.3.weight", lambda v: v.__iadd__(np.float32(0.5)))
 
 
 def scale_all_weights(f):
-    for dataset in f[NET].values():
-        if isinstance(dataset, h5py.Dataset):
-            edit(dataset, lambda v: v.__imul__(np.float32(1e30)))
+    edit(f[NET]["weights"], lambda v: v.__imul__(np.float32(1e30)))
 
 
 def swap_weights(f):
-    """Each network keeps its seeds and claims but carries the other's (honestly trained) weights."""
-    for name, dataset in f[NET].items():
-        if isinstance(dataset, h5py.Dataset):
-            mine = dataset[()]
-            dataset[...] = f[OTHER_NET][name][()]
-            f[OTHER_NET][name][...] = mine
+    """Each network keeps its seeds, claims and moments but carries the other's (honestly trained) weights."""
+    mine = f[NET]["weights"][()]
+    f[NET]["weights"][...] = f[OTHER_NET]["weights"][()]
+    f[OTHER_NET]["weights"][...] = mine
 
 
 def spec_for_other_name(f):
@@ -175,43 +217,71 @@ def flip_fingerprint(f):
     f.attrs["spec_sha256"] = ("0" if fingerprint[0] != "0" else "1") + fingerprint[1:]
 
 
+# P: the length of a DS1 network's flat vectors (weights, exp_avg, exp_avg_sq)
+P = sum(int(np.prod(shape)) for _, shape in parameter_layout(make_spec("DS1", "SingleInvertMachine").architecture))
+HEAD_3_BIAS = 8  # the last tensor's size
+N = "network net-000000"
+
 INVALID_CASES = {
     # structure: objects of the wrong kind, missing, extra, or nested without end
-    "deep_nesting_under_network": (nest(NET), "unexpected ['deep']"),
-    "deep_nesting_under_history": (nest(f"{NET}/history"), "net-000000: history: unexpected ['deep']"),
-    "deep_nesting_under_adam_moment": (nest(f"{NET}/adam/exp_avg"), "adam/exp_avg: unexpected ['deep']"),
-    "tensor_stored_as_group": (group_instead_of_dataset, "head.0.weight is missing or not a dataset"),
-    "history_stored_as_dataset": (
-        lambda f: (delete(f"{NET}/history")(f), f[NET].create_dataset("history", data=np.zeros(2))),
-        "network net-000000: history is missing or not a group",
-    ),
+    "deep_nesting_under_network": (nest(NET), f"{N}: unexpected ['deep']"),
+    "history_stored_as_deeply_nested_group": (nested_group_instead_of(f"{NET}/history"), f"{N}: history is missing or not a dataset"),
+    "moment_stored_as_deeply_nested_group": (nested_group_instead_of(f"{NET}/exp_avg"), f"{N}: exp_avg is missing or not a dataset"),
+    "weights_stored_as_group": (group_instead_of_dataset, f"{N}: weights is missing or not a dataset"),
+    "history_in_format_2_layout": (history_in_format_2_layout, f"{N}: history is missing or not a dataset"),
     "networks_stored_as_dataset": (
         lambda f: (delete("networks")(f), f.create_dataset("networks", data=np.zeros(2))),
         "/networks is missing or not a group",
     ),
-    "adam_stored_as_dataset": (
-        lambda f: (delete(f"{NET}/adam")(f), f[NET].create_dataset("adam", data=np.zeros(2))),
-        "network net-000000: adam is missing or not a group",
+    "moments_in_format_2_adam_group": (moments_in_format_2_layout, f"{N}: missing ['exp_avg', 'exp_avg_sq'], unexpected ['adam']"),
+    "extra_tensor_dataset": (
+        lambda f: f.create_dataset(f"{NET}/head.0.weight", data=np.zeros((24, 12), np.float32)),
+        f"{N}: unexpected ['head.0.weight']",
     ),
-    "string_weights": (string_weights, "head.0.bias has dtype object, expected float32"),
-    "int_weights": (retype(f"{NET}/head.0.weight", np.int32), "head.0.weight has dtype int32, expected float32"),
-    "float64_weights": (retype(f"{NET}/rnn.weight_ih_l0", np.float64), "rnn.weight_ih_l0 has dtype float64"),
-    "big_endian_weights": (retype(f"{NET}/head.1.bias", ">f4"), "head.1.bias has dtype >f4"),
-    "float16_moment": (retype(f"{NET}/adam/exp_avg/head.2.weight", np.float16), "head.2.weight has dtype float16"),
-    "float32_history": (retype(f"{NET}/history/train_loss", np.float32), "train_loss has dtype float32, expected float64"),
-    "transposed_weight": (transposed, "head.0.weight has shape (12, 24), expected (24, 12)"),
-    "scalar_weight": (lambda f: replace(f[NET], "head.2.bias", data=np.float32(0)), "head.2.bias has shape (), expected (8,)"),
+    "format_3_layout_labelled_format_2": (
+        set_attr("/", "format_version", 2),
+        f"{N}: missing ['adam', 'head.0.bias', ", "unexpected ['exp_avg', 'exp_avg_sq', 'weights']",
+    ),
+    "string_weights": (string_weights, f"{N}: weights has dtype object, expected float32"),
+    "int_weights": (retype(f"{NET}/weights", np.int32), f"{N}: weights has dtype int32, expected float32"),
+    "float64_weights": (retype(f"{NET}/weights", np.float64), f"{N}: weights has dtype float64, expected float32"),
+    "big_endian_weights": (retype(f"{NET}/weights", ">f4"), f"{N}: weights has dtype >f4, expected float32"),
+    "float16_moment": (retype(f"{NET}/exp_avg", np.float16), f"{N}: exp_avg has dtype float16, expected float32"),
+    "float32_history": (retype(f"{NET}/history", np.float32), f"{N}: history has dtype float32, expected float64"),
+    "transposed_history": (reshape(f"{NET}/history", lambda v: v.T), f"{N}: history has shape (2, 5), expected (5, 2)"),
+    "history_flattened": (reshape(f"{NET}/history", np.ravel), f"{N}: history has shape (10,), expected (5, 2)"),
+    "weights_as_a_column": (reshape(f"{NET}/weights", lambda v: v[:, None]), f"{N}: weights has shape ({P}, 1), expected ({P},)"),
+    "weights_as_a_row": (reshape(f"{NET}/weights", lambda v: v[None, :]), f"{N}: weights has shape (1, {P}), expected ({P},)"),
+    "weights_reshaped_2d": (reshape(f"{NET}/weights", lambda v: v.reshape(4, -1)), f"{N}: weights has shape (4, {P // 4}), expected ({P},)"),
+    "scalar_weights": (lambda f: replace(f[NET], "weights", data=np.float32(0)), f"{N}: weights has shape (), expected ({P},)"),
     "wrong_moment_shape": (
-        lambda f: replace(f[NET]["adam/exp_avg_sq"], "rnn.bias_hh_l3", data=np.zeros(37, np.float32)),
-        "rnn.bias_hh_l3 has shape (37,), expected (36,)",
+        lambda f: replace(f[NET], "exp_avg_sq", data=np.zeros(P + 1, np.float32)),
+        f"{N}: exp_avg_sq has shape ({P + 1},), expected ({P},)",
     ),
-    "extra_tensor": (
-        lambda f: f[NET].create_dataset("head.4.weight", data=np.zeros((8, 8), np.float32)),
-        "unexpected ['head.4.weight']",
+    "moment_one_tensor_short": (
+        reshape(f"{NET}/exp_avg", lambda v: v[:-HEAD_3_BIAS]),
+        f"{N}: exp_avg has shape ({P - HEAD_3_BIAS},), expected ({P},)",
     ),
-    "missing_tensor": (delete(f"{NET}/head.3.bias"), "missing ['head.3.bias']"),
-    "missing_moment": (delete(f"{NET}/adam/exp_avg_sq/rnn.weight_hh_l0"), "adam/exp_avg_sq: missing ['rnn.weight_hh_l0']"),
-    "missing_history_field": (delete(f"{NET}/history/learning_rate"), "history: missing ['learning_rate']"),
+    "weights_one_tensor_short": (
+        reshape(f"{NET}/weights", lambda v: v[:-HEAD_3_BIAS]),
+        f"{N}: weights has shape ({P - HEAD_3_BIAS},), expected ({P},)",
+    ),
+    "weights_one_tensor_long": (
+        reshape(f"{NET}/weights", lambda v: np.concatenate([v, np.zeros(64, np.float32)])),
+        f"{N}: weights has shape ({P + 64},), expected ({P},)",
+    ),
+    "extra_dataset": (
+        lambda f: f[NET].create_dataset("weights_ema", data=np.zeros(P, np.float32)),
+        f"{N}: unexpected ['weights_ema']",
+    ),
+    "missing_weights": (delete(f"{NET}/weights"), f"{N}: missing ['weights']"),
+    "missing_moment": (delete(f"{NET}/exp_avg_sq"), f"{N}: missing ['exp_avg_sq']"),
+    "missing_history": (delete(f"{NET}/history"), f"{N}: missing ['history']"),
+    "missing_history_field": (reshape(f"{NET}/history", lambda v: v[:-1]), f"{N}: history has shape (4, 2), expected (5, 2)"),
+    "extra_history_field": (
+        reshape(f"{NET}/history", lambda v: np.concatenate([v, v[:1]])),
+        f"{N}: history has shape (6, 2), expected (5, 2)",
+    ),
     "extra_top_level_group": (lambda f: f.create_group("extra"), "the file's top level: unexpected ['extra']"),
     "extra_top_level_dataset": (
         lambda f: f.create_dataset("payload", data=np.zeros(1000, np.uint8)),
@@ -220,23 +290,29 @@ INVALID_CASES = {
     "missing_network": (delete(OTHER_NET), "/networks: missing ['net-000001']"),
     "extra_network": (extra_network, "/networks: unexpected ['net-000002']"),
     "renamed_network": (renamed_network, "/networks: missing ['net-000001'], unexpected ['net-000009']"),
-    "soft_link_to_other_network": (soft_link, "head.0.weight is a link (SoftLink)"),
-    # non-finite values
-    "nan_weight": (set_item(f"{NET}/head.0.weight", (3, 4), np.nan), "weights head.0.weight holds NaN or Inf"),
-    "inf_weight": (set_item(f"{NET}/rnn.weight_hh_l2", (0, 0), -np.inf), "weights rnn.weight_hh_l2 holds NaN or Inf"),
-    "nan_adam_exp_avg": (set_item(f"{NET}/adam/exp_avg/head.1.bias", 2, np.nan), "exp_avg head.1.bias holds NaN or Inf"),
-    "inf_adam_exp_avg_sq": (set_item(f"{NET}/adam/exp_avg_sq/rnn.bias_ih_l1", 5, np.inf), "exp_avg_sq rnn.bias_ih_l1 holds NaN"),
-    "nan_history_train_loss": (set_item(f"{NET}/history/train_loss", 0, np.nan), "history train_loss holds NaN or Inf"),
+    "soft_link_to_other_network": (soft_link, f"{N}: weights is a link (SoftLink)"),
+    # non-finite values, named by the tensor the reader splits them into
+    "nan_weight": (set_tensor_item(NET, "weights", "head.0.weight", (3, 4), np.nan), f"{N}: weights head.0.weight holds NaN or Inf"),
+    "inf_weight": (set_tensor_item(NET, "weights", "rnn.weight_hh_l2", (0, 0), -np.inf), f"{N}: weights rnn.weight_hh_l2 holds NaN or Inf"),
+    "nan_first_weight": (set_tensor_item(NET, "weights", "rnn.weight_ih_l0", (0, 0), np.nan), f"{N}: weights rnn.weight_ih_l0 holds NaN"),
+    "nan_last_weight": (set_tensor_item(NET, "weights", "head.3.bias", 7, np.nan), f"{N}: weights head.3.bias holds NaN or Inf"),
+    "nan_adam_exp_avg": (set_tensor_item(NET, "exp_avg", "head.1.bias", 2, np.nan), f"{N}: exp_avg head.1.bias holds NaN or Inf"),
+    "inf_adam_exp_avg_sq": (
+        set_tensor_item(NET, "exp_avg_sq", "rnn.bias_ih_l1", 5, np.inf),
+        f"{N}: exp_avg_sq rnn.bias_ih_l1 holds NaN or Inf",
+    ),
+    "nan_history_train_loss": (set_history_item(NET, "train_loss", 0, np.nan), f"{N}: history train_loss holds NaN or Inf"),
     "inf_history_validation_loss": (
-        set_item(f"{NET}/history/validation_loss", -1, np.inf),
-        "history validation_loss holds NaN or Inf",
+        set_history_item(NET, "validation_loss", -1, np.inf),
+        f"{N}: history validation_loss holds NaN or Inf",
     ),
     "nan_history_post_trigger_on_device_task": (
-        set_item(f"{NET}/history/post_trigger_accuracy", -1, np.nan),
-        "history post_trigger_accuracy holds NaN or Inf",
+        set_history_item(NET, "post_trigger_accuracy", -1, np.nan),
+        f"{N}: history post_trigger_accuracy holds NaN or Inf",
     ),
+    "nan_history_learning_rate": (set_history_item(NET, "learning_rate", 0, np.nan), f"{N}: history learning_rate holds NaN or Inf"),
     # root attributes
-    "format_version_3": (set_attr("/", "format_version", 3), "unknown result format_version 3"),
+    "format_version_4": (set_attr("/", "format_version", 4), "unknown result format_version 4; this reader knows (1, 2, 3)"),
     "format_version_true": (set_attr("/", "format_version", True), "unknown result format_version <a boolean>"),
     "restart_epochs_missing": (
         lambda f: f[NET].attrs.__delitem__("restart_epochs"),
@@ -284,27 +360,27 @@ INVALID_CASES = {
     "marked_converged_below_rule": (marked_converged, "marked converged but re-evaluated accuracy is"),
     "still_training_at_cap": (set_attr(NET, "status", "training"), "still training at the cap of 2 epochs"),
     "capped_before_cap": (one_epoch, "marked capped at 1 epochs, cap is 2"),
-    "history_shorter_than_epochs": (history_too_short, "history/train_loss has shape (1,), expected (2,)"),
+    "history_shorter_than_epochs": (lambda f: history_epochs(f, 1), f"{N}: history has shape (5, 1), expected (5, 2)"),
     "epochs_beyond_the_cap": (set_attr(NET, "epochs", 3), "network net-000000: 3 epochs, more than the spec's max_epochs 2"),
-    "history_longer_than_epochs": (history_too_long, "train_loss has shape (3,), expected (2,)"),
+    "history_longer_than_epochs": (lambda f: history_epochs(f, 3), f"{N}: history has shape (5, 3), expected (5, 2)"),
     "never_trained": (never_trained, "was never trained"),
     "starts_after_epoch_0": (set_attr(NET, "start_epoch", 1), "starts at epoch 1, expected 0"),
     # claims that re-evaluation must catch
     "head_weight_plus_half": (add_to_head_weight, "network net-000000: claims"),
     "weights_scaled_huge_but_finite": (scale_all_weights, "network net-000000: claims accuracy"),
     "weights_swapped_between_networks": (swap_weights, "re-evaluated"),
-    "claimed_accuracy_raised": (set_item(f"{NET}/history/validation_accuracy", -1, 1.0), "claims accuracy 1.000000"),
-    "claimed_loss_lowered": (set_item(f"{NET}/history/validation_loss", -1, 0.5), "claims validation loss 0.5,"),
-    "claimed_post_trigger_raised": (set_item(f"{NET}/history/post_trigger_accuracy", -1, 0.8), "claims post-trigger accuracy 0.8"),
+    "claimed_accuracy_raised": (set_history_item(NET, "validation_accuracy", -1, 1.0), "claims accuracy 1.000000"),
+    "claimed_loss_lowered": (set_history_item(NET, "validation_loss", -1, 0.5), "claims validation loss 0.5,"),
+    "claimed_post_trigger_raised": (set_history_item(NET, "post_trigger_accuracy", -1, 0.8), "claims post-trigger accuracy 0.8"),
 }
 
 
 @pytest.mark.parametrize("case", sorted(INVALID_CASES))
 def test_mutated_result_is_invalid(small_result, tmp_path, case):
-    mutate, fragment = INVALID_CASES[case]
+    mutate, *fragments = INVALID_CASES[case]
     spec_path, result = small_result
     outcome = validate_files(spec_path, mutated(result, tmp_path, mutate))
-    assert_outcome(outcome, "invalid", fragment)
+    assert_outcome(outcome, "invalid", *fragments)
 
 
 def test_control_copy_is_valid(small_result, tmp_path):
@@ -369,10 +445,11 @@ def test_external_link_to_another_result_is_invalid(small_result, tmp_path):
     spec_path, result = small_result
 
     def mutate(f):
-        del f[NET]["head.0.weight"]
-        f[NET]["head.0.weight"] = h5py.ExternalLink(str(result), f"/{NET}/head.0.weight")
+        del f[NET]["weights"]
+        f[NET]["weights"] = h5py.ExternalLink(str(result), f"/{NET}/weights")
 
-    assert_outcome(validate_files(spec_path, mutated(result, tmp_path, mutate)), "invalid", "head.0.weight is a link (ExternalLink)")
+    outcome = validate_files(spec_path, mutated(result, tmp_path, mutate))
+    assert_outcome(outcome, "invalid", "network net-000000: weights is a link (ExternalLink)")
 
 
 def test_external_link_for_all_networks_is_invalid(small_result, tmp_path):
@@ -390,27 +467,27 @@ def test_dataset_with_external_raw_storage_is_invalid(small_result, tmp_path):
     raw = tmp_path / "raw.bin"
 
     def mutate(f):
-        values = f[NET]["head.0.weight"][()]
+        values = f[NET]["weights"][()]
         values.tofile(raw)
-        del f[NET]["head.0.weight"]
-        f[NET].create_dataset("head.0.weight", shape=values.shape, dtype="<f4", external=[(str(raw), 0, values.nbytes)])
+        del f[NET]["weights"]
+        f[NET].create_dataset("weights", shape=values.shape, dtype="<f4", external=[(str(raw), 0, values.nbytes)])
 
     outcome = validate_files(spec_path, mutated(result, tmp_path, mutate))
-    assert_outcome(outcome, "invalid", "head.0.weight keeps its data outside the file")
+    assert_outcome(outcome, "invalid", "network net-000000: weights keeps its data outside the file")
 
 
 def test_virtual_dataset_is_invalid(small_result, tmp_path):
     spec_path, result = small_result
 
     def mutate(f):
-        shape = f[NET]["head.0.weight"].shape
+        shape = f[NET]["weights"].shape
         layout = h5py.VirtualLayout(shape=shape, dtype="<f4")
-        layout[:] = h5py.VirtualSource(str(result), f"/{NET}/head.0.weight", shape=shape)
-        del f[NET]["head.0.weight"]
-        f[NET].create_virtual_dataset("head.0.weight", layout)
+        layout[:] = h5py.VirtualSource(str(result), f"/{NET}/weights", shape=shape)
+        del f[NET]["weights"]
+        f[NET].create_virtual_dataset("weights", layout)
 
     outcome = validate_files(spec_path, mutated(result, tmp_path, mutate))
-    assert_outcome(outcome, "invalid", "head.0.weight keeps its data outside the file")
+    assert_outcome(outcome, "invalid", "network net-000000: weights keeps its data outside the file")
 
 
 # -- results of other workunits -------------------------------------------------------------------
@@ -521,8 +598,8 @@ def test_unusable_spec_is_transient(small_result, tmp_path, make, fragment):
     cases(
         ("control", lambda f: None, "valid", ""),
         ("head_weight_plus_half", add_to_head_weight, "invalid", "re-evaluated"),
-        ("nan_post_trigger", set_item(f"{NET}/history/post_trigger_accuracy", 0, np.nan), "invalid", "post_trigger_accuracy holds NaN"),
-        ("claimed_post_trigger_raised", set_item(f"{NET}/history/post_trigger_accuracy", -1, 0.99), "invalid", "claims post-trigger accuracy 0.99"),
+        ("nan_post_trigger", set_history_item(NET, "post_trigger_accuracy", 0, np.nan), "invalid", "history post_trigger_accuracy holds NaN"),
+        ("claimed_post_trigger_raised", set_history_item(NET, "post_trigger_accuracy", -1, 0.99), "invalid", "claims post-trigger accuracy 0.99"),
     ),
 )
 def test_ds2(small_ds2_result, tmp_path, mutate, verdict, fragment):

@@ -9,8 +9,8 @@ import random
 import numpy as np
 import pytest
 
-from tests.conftest import train_spec
-from tests.test_validator_hostile import edit, mutated
+from tests.conftest import edit_tensor, train_spec
+from tests.test_validator_hostile import mutated
 from validator.checks import REEVALUATED_NETWORKS, INVALID, VALID, NetworkSample, validate_files
 from workgen.specs import make_spec, with_data
 
@@ -25,7 +25,7 @@ def eight_networks(tmp_path_factory):
 
 def tampered(result, tmp_path):
     def mutate(f):
-        edit(f[f"networks/net-00000{TAMPERED}"]["head.3.weight"], lambda v: v.__iadd__(np.float32(0.5)))
+        edit_tensor(f, f"networks/net-00000{TAMPERED}", "head.3.weight", lambda v: v.__iadd__(np.float32(0.5)))
 
     return mutated(result, tmp_path, mutate)
 

@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from assimilator.release import release_readme
 from assimilator.script import ingest_file
 from assimilator.store import COLUMNS, DatasetStore
+from boinc_app.training import HISTORY_FIELDS
 from validator.checks import validate_files
 
 NET = "networks/net-000000"
@@ -104,23 +105,33 @@ def _replace(group, name, data):
 
 
 def _history_mutations(name):
-    path = f"{NET}/history/{name}"
+    """A history field is row ``HISTORY_FIELDS.index(name)`` of the network's [5, epochs] ``history``."""
+    path, row = f"{NET}/history", HISTORY_FIELDS.index(name)
 
     def set_first(value):
         def mutate(f):
             values = f[path][()]
-            values[0] = value
+            values[row, 0] = value
             f[path][...] = values
 
         return mutate
 
     return {
-        "missing": lambda f: f.__delitem__(path),
-        "wrong_type": lambda f: _replace(f[f"{NET}/history"], name, f[path][()].astype(np.float32)),
+        "missing": lambda f: _replace(f[NET], "history", np.delete(f[path][()], row, axis=0)),
+        "wrong_type": lambda f: _replace(f[NET], "history", f[path][()].astype(np.float32)),
         "nan": set_first(np.nan),
         "huge": set_first(1e300),
         "negative": set_first(-0.5),
     }
+
+
+# Format 3 keeps the history fields in one dataset: a missing row or a wrong type is a fault of
+# that dataset, which the reason names (it cannot tell which row is missing); value forgeries name
+# the field.
+HISTORY_LAYOUT_REASONS = {
+    "missing": "network net-000000: history has shape (4, 2), expected (5, 2)",
+    "wrong_type": "network net-000000: history has dtype float32, expected float64",
+}
 
 
 def _network_name_mutations(name):
@@ -154,7 +165,12 @@ def test_forged_store_source_is_invalid_naming_it(small_result, tmp_path, where,
         _mutations((where, name))[label](f)
     outcome = validate_files(spec_path, path)
     assert outcome.verdict == "invalid", outcome
-    assert name in outcome.reason, outcome
+    if where == "history" and label in HISTORY_LAYOUT_REASONS:
+        assert HISTORY_LAYOUT_REASONS[label] in outcome.reason, outcome
+    elif where == "history":
+        assert f"network net-000000: history {name} holds " in outcome.reason, outcome
+    else:
+        assert name in outcome.reason, outcome
 
 
 def test_forgeries_cover_every_column():
@@ -172,15 +188,16 @@ STRINGS = st.one_of(st.from_regex(r"[0-9A-Za-z][0-9A-Za-z.+_-]{0,70}", fullmatch
 SECONDS = st.one_of(st.floats(min_value=0, max_value=2e9), st.floats(), OTHER_TYPES)
 SHARES = st.one_of(st.floats(min_value=0, max_value=1), st.floats())
 NUMBERS = st.one_of(st.floats(min_value=0, max_value=2e6), st.floats())
-# (where, name) -> values for it. History entries are of the first epoch, or of fields the
-# validator does not re-evaluate, so that changing them can leave a result valid.
+# (where, name) -> values for it; ``name`` a (field's row, epoch) index into the network's history
+# dataset, or an attribute. History entries are of the first epoch, or of fields the validator
+# does not re-evaluate, so that changing them can leave a result valid.
 CHANGES = {
     **{("/", name): STRINGS for name in ("app_version", "torch_version", "python_version", "platform", "device")},
     ("/", "wall_seconds"): SECONDS,
     (NET, "cpu_seconds"): SECONDS,
-    **{(f"{NET}/history/{name}", 0): SHARES for name in ("validation_accuracy", "post_trigger_accuracy")},
-    **{(f"{NET}/history/{name}", 0): NUMBERS for name in ("train_loss", "validation_loss", "learning_rate")},
-    (f"{NET}/history/train_loss", 1): NUMBERS,
+    **{(f"{NET}/history", (HISTORY_FIELDS.index(name), 0)): SHARES for name in ("validation_accuracy", "post_trigger_accuracy")},
+    **{(f"{NET}/history", (HISTORY_FIELDS.index(name), 0)): NUMBERS for name in ("train_loss", "validation_loss", "learning_rate")},
+    (f"{NET}/history", (HISTORY_FIELDS.index("train_loss"), 1)): NUMBERS,
 }
 
 
@@ -195,7 +212,7 @@ def store_source_changes(draw):
 def _apply(path, changes):
     with h5py.File(path, "r+") as f:
         for (where, name), value in changes.items():
-            if isinstance(name, int):
+            if isinstance(name, tuple):
                 values = f[where][()]
                 values[name] = value
                 f[where][...] = values
