@@ -19,7 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from assimilator.store import StoreError, read_store_file, unflatten_weights
+from assimilator.store import StoreError, read_store_file
+from boinc_app.networks import unflatten_tensors
 
 
 @dataclass
@@ -39,7 +40,7 @@ class TaskNetworks:
         """Row ``row`` as ``{state_dict key: torch tensor}``."""
         import torch
 
-        return {key: torch.from_numpy(value) for key, value in unflatten_weights(self.weights[row], self.layout).items()}
+        return {key: torch.from_numpy(value) for key, value in unflatten_tensors(self.weights[row], self.layout).items()}
 
     def module(self, row):
         """A ``boinc_app.networks.RecurrentNet`` holding row ``row``'s weights (eval mode)."""

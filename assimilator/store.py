@@ -35,7 +35,7 @@ import h5py
 import numpy as np
 
 from boinc_app.atomic_file import replace_atomically
-from boinc_app.networks import Architecture, expected_shapes
+from boinc_app.networks import Architecture, flatten_tensors, parameter_layout
 from boinc_app.training import CONVERGED, TRAINING
 
 STORE_FORMAT = "mlds-dataset-store"
@@ -87,7 +87,7 @@ class StoreHeader:
 
     @property
     def layout(self):
-        return [(key, tuple(shape)) for key, shape in expected_shapes(self.architecture).items()]
+        return parameter_layout(self.architecture)
 
     @property
     def n_params(self):
@@ -112,21 +112,6 @@ class TaskTable:
         return TaskTable(self.weights[rows], {name: values[rows] for name, values in self.columns.items()})
 
 
-def flatten_weights(weights, layout):
-    """One network's state dict -> float32 row in ``layout`` order."""
-    return np.concatenate([np.asarray(weights[key], dtype=np.float32).reshape(-1) for key, _ in layout])
-
-
-def unflatten_weights(row, layout):
-    """A row of the weight matrix -> ``{state_dict key: float32 array}``."""
-    weights, offset = {}, 0
-    for key, shape in layout:
-        size = int(np.prod(shape))
-        weights[key] = np.asarray(row[offset : offset + size], dtype=np.float32).reshape(shape)
-        offset += size
-    return weights
-
-
 def network_index(key):
     """``net-000123`` -> 123 (the work generator's network keys)."""
     prefix, _, number = key.partition("-")
@@ -141,7 +126,7 @@ def finished_rows(spec, state, attrs, header):
 
     done = [n for n in state.networks if n.status != TRAINING]
     rows = [_row(n, spec, attrs) for n in done]
-    weights = np.stack([flatten_weights(n.weights, header.layout) for n in done]) if done else None
+    weights = np.stack([flatten_tensors(n.weights, header.layout) for n in done]) if done else None
     return task_label(spec.task), _table(rows, weights, header)
 
 

@@ -119,13 +119,20 @@ def _lstm_per_network(arch, params, inputs):
     return torch.stack(outputs).permute(0, 3, 2, 1).contiguous()
 
 
-def clip_grad_norms(params, max_norm):
+def clip_grad_norms(params, max_norm, accumulate=torch.float32):
     """Scale each network's gradients so its global norm is at most ``max_norm`` (as
-    ``torch.nn.utils.clip_grad_norm_`` does for one network). Returns the norms ``[K]``."""
+    ``torch.nn.utils.clip_grad_norm_`` does for one network). Returns the norms ``[K]``.
+
+    ``accumulate``: the dtype the squares are summed in. In float32 the sum's rounding depends on
+    how the reduction is split, which depends on K and the thread count, and a plateau amplifies
+    that into a different trajectory (1.4e-3 relative in a SingleDirect network's epoch-1 loss,
+    trained alone vs in an ensemble of 2); in float64 the scale, rounded back to float32, came out
+    bitwise the same for every K and thread count measured (docs/spot-check.md §1a).
+    """
     grads = [p.grad for p in params.values()]
-    squares = torch.stack([g.pow(2).flatten(1).sum(1) for g in grads]).sum(0)
+    squares = torch.stack([g.to(accumulate).pow(2).flatten(1).sum(1) for g in grads]).sum(0)
     norms = squares.sqrt()
-    scale = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+    scale = (max_norm / (norms + 1e-6)).clamp(max=1.0).to(grads[0].dtype)
     for g in grads:
         g.mul_(scale.view(-1, *([1] * (g.dim() - 1))))
     return norms

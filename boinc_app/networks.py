@@ -9,6 +9,7 @@ with stacked parameters (``boinc_app.ensemble``) and converts to and from these 
 import functools
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -101,6 +102,27 @@ def parameter_count(module):
 def expected_shapes(arch):
     """``{state_dict key: shape}`` for a network of ``arch``, without drawing any numbers."""
     return dict(_expected_shapes(arch))
+
+
+def parameter_layout(arch):
+    """``[(state_dict key, shape), ...]`` in the reference module's order: the order in which
+    result files and dataset stores concatenate a network's tensors into one flat vector."""
+    return list(_expected_shapes(arch))
+
+
+def flatten_tensors(tensors, layout):
+    """A state dict (or Adam moments) -> one float32 vector in ``layout`` order."""
+    return np.concatenate([np.asarray(tensors[key], dtype=np.float32).reshape(-1) for key, _ in layout])
+
+
+def unflatten_tensors(flat, layout):
+    """One flat vector -> ``{state_dict key: float32 array}`` (views of ``flat`` where it is float32)."""
+    tensors, offset = {}, 0
+    for key, shape in layout:
+        size = int(np.prod(shape))
+        tensors[key] = np.asarray(flat[offset : offset + size], dtype=np.float32).reshape(shape)
+        offset += size
+    return tensors
 
 
 @functools.lru_cache(maxsize=64)

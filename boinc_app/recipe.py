@@ -47,6 +47,10 @@ class Recipe:
     # weight, Adam state zeroed) or "head" (the linear head only, its Adam moments zeroed; the
     # recurrent stack and its optimiser state go on)
     restart_kinds: str = "full"
+    # the precision the gradient clip's squared norm is summed in: "float64" makes a network's
+    # training bitwise independent of its ensemble and thread count (what the validator's
+    # re-execution needs); "float32" is how specs before SPEC_VERSION 7 trained
+    clip_norm_sum: str = "float32"
 
     def to_dict(self):
         """All fields, except those added after SPEC_VERSION 4 while at their defaults: so a spec
@@ -74,8 +78,10 @@ class Recipe:
 # therefore never change: a spec without the field means this value)
 LATER_FIELD_DEFAULTS = {
     "restart_patience": 0, "restart_min_gain": 0.001, "restart_min_share": 0.0, "restart_after": 0, "restart_kinds": "full",
+    "clip_norm_sum": "float32",
 }  # fmt: skip
 RESTART_KINDS = ("full", "head")
+CLIP_NORM_SUMS = ("float32", "float64")
 
 
 @dataclass(frozen=True)
@@ -100,12 +106,13 @@ class ConvergenceRule:
 
 
 # SPEC_VERSION 3: orthogonal recurrent blocks; 5: the restart rule; 6: a restart renews the head
-# only, after 30 epochs that won a tenth of the error left
+# only, after 30 epochs that won a tenth of the error left; 7: the clip norm summed in float64
 DEVICE_RECIPE = Recipe(
     recurrent_orthogonal_gain=1.0,
     restart_patience=30,
     restart_min_gain=0.0001,
     restart_min_share=0.1,
     restart_kinds="head",
+    clip_norm_sum="float64",
 )
-AUTOMATON_RECIPE = Recipe(learning_rate=1e-3)
+AUTOMATON_RECIPE = Recipe(learning_rate=1e-3, clip_norm_sum="float64")

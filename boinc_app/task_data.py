@@ -134,7 +134,8 @@ def score_counts(kind, logits, targets, scored, post_trigger):
         correct = logits.argmax(-1) == targets
 
     def total(values, where):
-        return (values * where).flatten(1).sum(1).to(torch.float64)
+        # summed in float64: a float32 sum's rounding depends on the thread count (SPEC_VERSION 7)
+        return (values * where).flatten(1).to(torch.float64).sum(1)
 
     return torch.stack(
         [

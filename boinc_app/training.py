@@ -31,6 +31,7 @@ from boinc_app.networks import build_network, is_head_parameter
 from boinc_app.task_data import per_network_loss, score_counts, scores_from_counts
 from machines.random_stream import RawStream, derive_seed
 
+CLIP_SUM_DTYPES = {"float32": torch.float32, "float64": torch.float64}  # recipe.clip_norm_sum
 HISTORY_FIELDS = ("train_loss", "validation_loss", "validation_accuracy", "post_trigger_accuracy", "learning_rate")
 TRAINING, CONVERGED, CAPPED = "training", "converged", "capped"
 EVALUATION_ROWS = 400_000  # networks x sequences x steps per validation chunk
@@ -336,7 +337,7 @@ def _train_one_epoch(spec, data, networks, params, optimizer, index, device, bet
         for p in params.values():
             p.grad = None
         loss.sum().backward()
-        ensemble.clip_grad_norms(params, spec.recipe.clip_norm)
+        ensemble.clip_grad_norms(params, spec.recipe.clip_norm, CLIP_SUM_DTYPES[spec.recipe.clip_norm_sum])
         optimizer.step()
         losses += loss.detach().to(torch.float64)
         batches += 1

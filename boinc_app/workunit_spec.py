@@ -17,11 +17,11 @@ from dataclasses import dataclass
 
 from boinc_app.atomic_file import write_atomically
 from boinc_app.networks import Architecture
-from boinc_app.recipe import RESTART_KINDS, ConvergenceRule, Recipe
+from boinc_app.recipe import CLIP_NORM_SUMS, RESTART_KINDS, ConvergenceRule, Recipe
 
 SPEC_FORMAT = "mlds-workunit-spec"
 SPEC_FORMAT_VERSION = 1
-KNOWN_SPEC_VERSIONS = (1, 2, 3, 4, 5, 6)  # a spec carries its data sizes and recipe, so old ones still train
+KNOWN_SPEC_VERSIONS = (1, 2, 3, 4, 5, 6, 7)  # a spec carries its data sizes and recipe, so old ones still train
 
 
 class SpecError(ValueError):
@@ -144,11 +144,13 @@ def _check(spec):
 
 
 def _check_restart_fields(recipe):
-    """The restart rule's kinds are known, its counts whole numbers >= 0 and its gains shares in
-    [0, 1] (NaN fails)."""
+    """The restart rule's kinds and the clip-norm sum's precision are known, the rule's counts
+    whole numbers >= 0 and its gains shares in [0, 1] (NaN fails)."""
     kinds = recipe.restart_kinds
     if not isinstance(kinds, str) or not set(kinds.split(",")) <= set(RESTART_KINDS):
         raise SpecError(f"unknown restart kinds {kinds!r}; each must be one of {RESTART_KINDS}")
+    if recipe.clip_norm_sum not in CLIP_NORM_SUMS:
+        raise SpecError(f"unknown clip_norm_sum {recipe.clip_norm_sum!r}; one of {CLIP_NORM_SUMS}")
     for name in ("restart_patience", "restart_after"):
         value = getattr(recipe, name)
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:

@@ -6,7 +6,8 @@ import pytest
 
 import machines
 
-from assimilator.store import DatasetStore, StoreError, flatten_weights, header_of, read_store_file, unflatten_weights
+from assimilator.store import DatasetStore, StoreError, header_of, read_store_file
+from boinc_app.networks import flatten_tensors, unflatten_tensors
 from boinc_app.networks import build_network
 from boinc_app.result_file import read_result
 from boinc_app.training import CAPPED, CONVERGED, TRAINING, initial_state
@@ -38,7 +39,7 @@ def test_finished_networks_are_stored_as_rows_of_one_matrix(tmp_path):
     assert table.columns["status"].tolist() == [CONVERGED, CAPPED]
     assert table.columns["workunit"].tolist() == [spec.name] * 2
     assert table.columns["best_validation_accuracy"].tolist() == pytest.approx([0.9, 0.91])
-    row = unflatten_weights(table.weights[1], header.layout)
+    row = unflatten_tensors(table.weights[1], header.layout)
     for key, value in state.networks[1].weights.items():
         np.testing.assert_array_equal(row[key], value)
 
@@ -48,7 +49,7 @@ def test_row_layout_is_the_state_dict_order():
     header = header_of(spec)
     module = build_network(spec.architecture, 7)
     weights = {key: value.numpy() for key, value in module.state_dict().items()}
-    row = flatten_weights(weights, header.layout)
+    row = flatten_tensors(weights, header.layout)
     assert row.shape == (4364,)
     np.testing.assert_array_equal(row[: weights["rnn.weight_ih_l0"].size], weights["rnn.weight_ih_l0"].ravel())
     assert [key for key, _ in header.layout] == list(weights)

@@ -127,6 +127,10 @@ def test_a_real_boinc_project_builds_a_ds1_release_with_mlds(deployed, boinc_cli
     hostile = next(name for name, states in verdicts.items() if INVALID in states)
     assert VALID in verdicts[hostile]  # sent again and then valid
     assert set(project.configured_daemons()) <= set(project.daemon_pids()), "a daemon stopped"
+    # every valid result had its training re-executed, and the real client's matched the server's
+    valid_lines = [line for line in (project.log_dir / "mlds_validate.log").read_text().splitlines() if ": valid: " in line]
+    assert len(valid_lines) == sum(states.count(VALID) for states in verdicts.values()), valid_lines
+    assert all(line.endswith("spot-checked") for line in valid_lines), valid_lines
 
     wait_until(lambda: all(s == ASSIMILATED for (s,) in project.query("SELECT assimilate_state FROM workunit")), 120, "the last assimilation")
     assert list_records(state.followups_dir) == [] and list_records(state.failed_dir) == []

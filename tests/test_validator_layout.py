@@ -268,7 +268,7 @@ def test_committed_datatype_is_refused(small_result, tmp_path):
     assert_invalid(outcome, "the file's top level: unexpected ['float']")
     with h5py.File(tmp_path / "result.h5", "r+") as f:
         del f["float"]  # the dataset keeps its committed type
-    assert_invalid(validate_files(small_result[0], tmp_path / "result.h5"), f"{N}: weights has dtype float32, expected float32")
+    assert_invalid(validate_files(small_result[0], tmp_path / "result.h5"), f"{N}: weights has a committed (named, shared) datatype")
 
 
 @pytest.mark.parametrize(
