@@ -4,7 +4,7 @@ import json
 import pytest
 
 from boinc_app.workunit_spec import SpecError, read_spec, spec_from_dict, write_spec
-from workgen.specs import make_spec, workunit_name
+from workgen.specs import make_spec, network_seeds, workunit_name
 
 
 def test_spec_round_trips_through_its_file(tmp_path):
@@ -13,7 +13,7 @@ def test_spec_round_trips_through_its_file(tmp_path):
     again = read_spec(tmp_path / "s.json")
     assert again == spec
     assert again.fingerprint() == spec.fingerprint()
-    assert [n.init_seed for n in again.networks] == [14, 15, 16]
+    assert [n.init_seed for n in again.networks] == [network_seeds("DS2", "EightBitModified", 4, i).init_seed for i in (10, 11, 12)]
     assert again.name == "DS2-EightBitModified-n000010-k3-c0"
 
 

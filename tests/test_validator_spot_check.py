@@ -110,18 +110,25 @@ def test_a_network_trained_from_another_seed_fails_on_its_lineage_for_any_draw(s
         check(spec, state, data, budget_share=0.0)
 
 
-def test_a_network_of_another_task_with_the_same_seed_needs_the_store_s_copy_to_be_caught(spec, honest, data):
-    """Tasks share seeds (seed = base + index), so lineage cannot tell net-000002 of ParityModified
-    from ours: passed the store's networks with these seeds, the distinct check can."""
+def test_a_network_of_another_task_with_the_same_index_fails_on_its_lineage_for_any_draw(spec, honest, data):
+    """Since SPEC_VERSION 7 every task hashes its own seeds: net-000002 of ParityModified began from
+    other weights than ours, so lineage alone catches it, drawn for re-execution or not."""
     other_task = make_spec("DS2", "ParityModified", networks=3, seed=1, max_epochs=50, epoch_budget=3)
     other_task = with_data(other_task, train_size=256, validation_size=200)
     other = train(other_task).networks[2]
-    assert other.init_seed == honest.networks[2].init_seed
+    assert other.init_seed != honest.networks[2].init_seed
     state = forged(honest, 2, **{name: getattr(other, name) for name in TRAINED})
     undrawn = next(s for s in range(20) if plan_reexecution(state, np.random.default_rng(s), 0.0)[0][0] != 2)
-    check(spec, state, data, budget_share=0.0, seed=undrawn)  # passes without the store when not drawn
+    with pytest.raises(InvalidResult, match="net-000002: recurrent weights do not descend from the initial weights"):
+        check(spec, state, data, budget_share=0.0, seed=undrawn)
+
+
+def test_a_stored_network_passed_as_known_is_caught_as_a_copy(spec, honest, data):
+    """``known``: a copy of a stored network is refused by name whatever its lineage says (old
+    specs, before SPEC_VERSION 7, shared seeds across tasks)."""
+    state = forged(honest, 2, **{name: copy.deepcopy(getattr(honest.networks[2], name)) for name in TRAINED})
     with pytest.raises(InvalidResult, match="DS2/ParityModified/net-000002 and net-000002 are copies"):
-        known = [("DS2/ParityModified/net-000002", other.weights)]
+        known = [("DS2/ParityModified/net-000002", honest.networks[2].weights)]
         spot_check(spec, state, np.random.default_rng(0), data=data, budget_share=0.0, known=known)
 
 

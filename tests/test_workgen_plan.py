@@ -4,6 +4,7 @@ from boinc_app.training import CAPPED, CONVERGED, TRAINING, initial_state
 from mlds.workdir import CREATED, WorkDirectory
 from workgen.datasets import DATASETS
 from workgen.plan import RESUME_NAME, WorkPlan, first_workunits, follow_up
+from workgen.specs import network_seeds
 
 
 def test_datasets_declare_milestones_budgets_and_rules_as_data():
@@ -26,7 +27,7 @@ def test_first_workunits_cover_every_network_once_with_unique_names():
     parity = [s for s in specs if s.task["machine"] == "ParityMachine"]
     keys = [n.key for s in parity for n in s.networks]
     assert keys == [f"net-{i:06d}" for i in range(10)]
-    assert [n.init_seed for s in parity for n in s.networks] == list(range(1, 11))
+    assert [n.init_seed for s in parity for n in s.networks] == [network_seeds("DS1", "ParityMachine", 1, i).init_seed for i in range(10)]
     assert [s.name for s in first_workunits(plan)] == names  # deterministic
 
 

@@ -99,10 +99,8 @@ def make_spec(
     task = config.task(task_name)
     max_epochs = max_epochs or config.max_epochs
     epoch_budget = epoch_budget or min(config.epoch_budget, max_epochs)
-    seeds = tuple(
-        NetworkSeeds(key=f"net-{first_index + i:06d}", init_seed=seed + first_index + i, order_seed=seed + first_index + i)
-        for i in range(networks)
-    )
+    label = task_label(task)
+    seeds = tuple(network_seeds(dataset, label, seed, first_index + i) for i in range(networks))
     return WorkunitSpec(
         name=workunit_name(dataset, task_label(task), first_index, networks, continuation),
         dataset=dataset,
@@ -117,6 +115,19 @@ def make_spec(
         max_epochs=max_epochs,
         resume_from=resume_from,
     )
+
+
+def network_seeds(dataset, task, base, index):
+    """Network ``index`` of a task: independent initialisation and batch-order seeds (spec §4a).
+
+    Hashed from dataset, task, seed base and index (63 bits: they are stored as int64), so no two
+    networks of any two tasks or datasets share a seed. Until SPEC_VERSION 7 both were
+    ``base + index`` in every task: network i of DS1 and of DS2 and of every machine began from
+    the same weights, a pairing no study had asked for (the analysis issue found each DS2
+    network's nearest DS1 neighbour in weight space to be its twin).
+    """
+    init_seed, order_seed = (derive_seed("mlds", "network", dataset, task, base, index, role) >> 1 for role in ("init", "order"))
+    return NetworkSeeds(key=f"net-{index:06d}", init_seed=init_seed, order_seed=order_seed)
 
 
 def with_data(spec, **changes):
