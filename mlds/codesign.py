@@ -1,4 +1,7 @@
-"""Code signing in BOINC's own key and signature format, in pure Python.
+"""Code signing in BOINC's own key and signature format, in pure Python (``crypt_prog``'s formats).
+
+Shared by the packager (``mlds package keygen`` / ``sign``, ``mlds.package.signing``) and the
+test server (``mlds.test_server.keys``, which maps ``CodeSignError`` to its ``ProjectError``).
 
 Why: a BOINC 7.20 client refuses unsigned app files from a project served over HTTP (its
 ``--unsigned_apps_ok`` also switches the network off), so even a loopback test project must sign
@@ -18,7 +21,7 @@ The formats (lib/crypt.cpp, checked against the real 7.20.5 client):
   ``sign()`` cannot make it; a modular exponentiation does.
 
 Keeping the private key offline works as in BOINC: sign each file elsewhere (``sign_file`` /
-``mlds test-server sign``) into ``<file>.sig`` and give the server only the public key.
+``mlds package sign``) into ``<file>.sig`` and give the server only the public key.
 """
 
 import hashlib
@@ -27,7 +30,10 @@ import os
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from mlds.test_server.errors import ProjectError
+
+class CodeSignError(Exception):
+    """A key or signature file that is not in BOINC's format, or keys that would be overwritten."""
+
 
 KEY_BITS = 1024
 MODULUS_BYTES = 128  # MAX_RSA_MODULUS_LEN
@@ -51,14 +57,14 @@ def hex_lines(data):
 
 
 def parse_hex_lines(text, what):
-    """Bytes from ``hex_lines`` text; raises ``ProjectError`` unless it ends with the ``.`` line."""
+    """Bytes from ``hex_lines`` text; raises ``CodeSignError`` unless it ends with the ``.`` line."""
     lines = text.strip().splitlines()
     if not lines or lines[-1].strip() != ".":
-        raise ProjectError(f"{what}: hex data must end with a line holding only '.'")
+        raise CodeSignError(f"{what}: hex data must end with a line holding only '.'")
     try:
         return bytes.fromhex("".join(line.strip() for line in lines[:-1]))
     except ValueError:
-        raise ProjectError(f"{what}: not hexadecimal") from None
+        raise CodeSignError(f"{what}: not hexadecimal") from None
 
 
 def _fields_bytes(values, sizes):
@@ -81,13 +87,13 @@ def private_key_text(private_key):
 
 def _split_key_text(text, sizes, what):
     if len(text) > MAX_KEY_TEXT:
-        raise ProjectError(f"{what}: too long for a key")
+        raise CodeSignError(f"{what}: too long for a key")
     first, _, rest = text.partition("\n")
     if first.strip() != str(KEY_BITS):
-        raise ProjectError(f"{what}: first line must be the bit count {KEY_BITS}, got {first.strip()[:20]!r}")
+        raise CodeSignError(f"{what}: first line must be the bit count {KEY_BITS}, got {first.strip()[:20]!r}")
     data = parse_hex_lines(rest, what)
     if len(data) != sum(sizes):
-        raise ProjectError(f"{what}: {len(data)} bytes of key data, expected {sum(sizes)}")
+        raise CodeSignError(f"{what}: {len(data)} bytes of key data, expected {sum(sizes)}")
     values, offset = [], 0
     for size in sizes:
         values.append(int.from_bytes(data[offset : offset + size], "big"))
@@ -101,7 +107,7 @@ def load_public_key(text, what="public key"):
     try:
         return rsa.RSAPublicNumbers(e, n).public_key()
     except ValueError as exc:
-        raise ProjectError(f"{what}: {exc}") from None
+        raise CodeSignError(f"{what}: {exc}") from None
 
 
 def load_private_key(text, what="private key"):
@@ -110,7 +116,7 @@ def load_private_key(text, what="private key"):
     try:
         return rsa.RSAPrivateNumbers(p, q, d, dmp1, dmq1, iqmp, rsa.RSAPublicNumbers(e, n)).private_key()
     except ValueError as exc:
-        raise ProjectError(f"{what}: inconsistent key: {exc}") from None
+        raise CodeSignError(f"{what}: inconsistent key: {exc}") from None
 
 
 def file_md5(path):
@@ -145,7 +151,7 @@ def signature_matches(md5_hex, signature_text, public_key):
     try:
         signature = parse_hex_lines(signature_text, "signature")
         recovered = public_key.recover_data_from_signature(signature, padding.PKCS1v15(), None)
-    except (ProjectError, InvalidSignature, ValueError, TypeError):
+    except (CodeSignError, InvalidSignature, ValueError, TypeError):
         return False
     return recovered == md5_hex.encode("ascii")
 
@@ -156,7 +162,7 @@ def write_key_pair(keys_dir):
     private_path = os.path.join(keys_dir, "code_sign_private")
     public_path = os.path.join(keys_dir, "code_sign_public")
     if os.path.exists(private_path) or os.path.exists(public_path):
-        raise ProjectError(f"{keys_dir} already holds code signing keys; not overwriting them")
+        raise CodeSignError(f"{keys_dir} already holds code signing keys; not overwriting them")
     key = generate_private_key()
     descriptor = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "w", encoding="ascii") as handle:
