@@ -83,7 +83,7 @@ def apply(tensors, arch, network_map):
     gates = GATES[arch.cell]
     for k, unit_map in enumerate(network_map.recurrent):
         _map_recurrent_layer(out, k, gates, unit_map)
-        _map_input_columns(out, _consumer(arch, k), unit_map)
+        _map_input_columns(out, consumer_key(arch, k), unit_map)
     for i, unit_map in enumerate(network_map.head):
         _map_rows(out, f"head.{i}.weight", unit_map)
         _map_rows(out, f"head.{i}.bias", unit_map)
@@ -104,7 +104,7 @@ def _check_flips(arch, network_map):
         raise ValueError(f"a sign flip of a head unit is no symmetry with activation {arch.activation!r}")
 
 
-def _consumer(arch, k):
+def consumer_key(arch, k):
     """The weight whose input columns are layer ``k``'s hidden units."""
     return f"rnn.weight_ih_l{k + 1}" if k + 1 < arch.num_layers else "head.0.weight"
 
