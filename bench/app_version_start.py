@@ -93,6 +93,10 @@ def main(bundle, wrapper, repeats, tmp):
         laid = lay_out(AppVersionLayout("x86_64-pc-linux-gnu", "1.00"), str(bundle), str(work / "apps"))
         print(f"tar.gz (level 6): {laid.archive_bytes / 1e6:.1f} MB, written in {time.monotonic() - started:.1f} s")
         rows = {}
+        alone = []
+        for _ in range(repeats):
+            alone.append(timed([str(bundle / NAME), "--version"], work)[0])
+        rows["(the unpacked trainer alone, for reference)"] = (statistics.median(alone), 0, 0)
         if wrapper:
             zip_path = work / f"{NAME}.zip"
             started = time.monotonic()
@@ -109,7 +113,7 @@ def main(bundle, wrapper, repeats, tmp):
         project = runs[0][3] + laid.archive_bytes  # the unpacked tree, and the downloaded archive
         rows["bootstrap, first task of a version"] = (statistics.median(r[0] for r in runs), runs[0][2], project)
         rows["bootstrap, every later task"] = (statistics.median(r[1] for r in runs), runs[0][2], project)
-        print(f"\n| deployment | start to --version s | slot MB per task | project dir MB (once per version) |")
+        print("\n| deployment | start to --version s | slot MB per task | project dir MB (once per version) |")
         print("|---|---:|---:|---:|")
         for what, (seconds, slot, project) in rows.items():
             print(f"| {what} | {seconds:.2f} | {slot / 1e6:.1f} | {project / 1e6:.1f} |")

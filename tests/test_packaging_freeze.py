@@ -65,11 +65,21 @@ def cached_build():
     return entry
 
 
-@pytest.fixture(scope="session")
-def bundle(tmp_path_factory):
-    root = build_into(tmp_path_factory.mktemp("frozen")) if IN_CI else cached_build()
+_SESSION_BUNDLE = {}  # one build per session, shared with tests/test_packaging_e2e.py's fixture
+
+
+def session_bundle(tmp_path_factory):
+    """The bundle of this session: built once (fresh under CI, else from the cache)."""
+    if "root" not in _SESSION_BUNDLE:
+        _SESSION_BUNDLE["root"] = build_into(tmp_path_factory.mktemp("frozen")) if IN_CI else cached_build()
+    root = _SESSION_BUNDLE["root"]
     assert not root.resolve().is_relative_to(Path(REPO_ROOT).resolve()), "the bundle must lie outside the checkout"
     return root / "dist" / NAME
+
+
+@pytest.fixture(scope="session")
+def bundle(tmp_path_factory):
+    return session_bundle(tmp_path_factory)
 
 
 def run_frozen(bundle, *arguments, cwd):
