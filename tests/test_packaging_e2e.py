@@ -17,6 +17,7 @@ takes ~25 s), keyed by the layout code and options.
 """
 
 import hashlib
+import importlib.util
 import os
 import shutil
 import sys
@@ -37,6 +38,7 @@ from tests.conftest import IN_CI
 from tests.test_packaging_freeze import session_bundle
 
 pytestmark = [pytest.mark.boinc_server, pytest.mark.boinc_client, pytest.mark.mariadb, pytest.mark.frozen, pytest.mark.slow,
+              pytest.mark.skipif(importlib.util.find_spec("PyInstaller") is None, reason="needs PyInstaller: pip install 'mlds[package]'"),
               pytest.mark.timeout(1500)]  # fmt: skip
 
 APP, VERSION, PLATFORM = "mlds_trainer", "1.00", "x86_64-pc-linux-gnu"
