@@ -35,11 +35,12 @@ from dataclasses import dataclass
 
 from lxml import etree
 
+from boinc_app.filenames import RESULT_NAME, SPEC_NAME
 from mlds.package.contents import unpacked_bytes
 from mlds.package.freeze import NAME
 
 API_VERSION = "7.20.0"  # the shared-memory (mmap) protocol needs >= 6; update_versions cannot find it in a frozen binary
-TRAINER_ARGS = ("spec.json", "-o", "result.h5")  # logical names of the workunit's input and output (boinc_app.filenames)
+TRAINER_ARGS = (SPEC_NAME, "-o", RESULT_NAME)  # the workunit's logical names: spec.json -o result.h5
 BOOTSTRAP_LOGICAL = "mlds-boot"
 ARCHIVE_LOGICAL = f"{NAME}.tar.gz"
 VERSION_RE = re.compile(r"^(\d+)\.(\d\d)$")
