@@ -10,6 +10,7 @@ import click
 
 from boinc_app.main import config_from_options, train_standalone, trainer_options
 from boinc_app.workunit_spec import write_spec
+from mlds.analysis.cli import analyze
 from mlds.package.cli import package
 
 
@@ -441,6 +442,7 @@ def test_server_input_path(project, result_id, position):
 
 
 main.add_command(package)
+main.add_command(analyze)
 
 if __name__ == "__main__":
     main()

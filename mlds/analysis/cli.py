@@ -1,0 +1,84 @@
+"""``mlds analyze``: thin click commands over ``mlds.analysis`` (registered in ``mlds.cli``).
+
+Options become one frozen config (``Table2Config``, ``UmapConfig``); the study modules do the work.
+scikit-learn, umap-learn and matplotlib are imported only when a command runs, so ``mlds`` works
+without the ``analysis`` extra.
+"""
+
+import importlib.util
+import sys
+
+import click
+
+from mlds.analysis.classifiers import CLASSIFIERS
+from mlds.analysis.table2 import CONTROLS, WEIGHT_FEATURES
+
+EXTRA = ("sklearn", "umap", "matplotlib")
+
+
+def _names(option, known):
+    def parse(ctx, param, value):
+        names = tuple(n.strip() for n in value.split(",") if n.strip())
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise click.BadParameter(f"unknown {', '.join(unknown)}; known: {', '.join(known)}", param_hint=option)
+        return names
+
+    return parse
+
+
+@click.group()
+def analyze():
+    """Weight-space studies of DS1/DS2 datasets (needs the extra: pip install 'mlds[analysis]')."""
+    missing = [m for m in EXTRA if importlib.util.find_spec(m) is None]
+    if missing:
+        click.echo(f"error: mlds analyze needs {', '.join(missing)}: pip install 'mlds[analysis]'", err=True)
+        sys.exit(1)
+
+
+_datasets = click.argument("datasets", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+
+
+@analyze.command()
+@_datasets
+@click.option("--seeds", default=5, show_default=True, help="80/20 splits, one per seed")
+@click.option("--test-size", default=0.2, show_default=True)
+@click.option("--features", default="raw,invariant", show_default=True, callback=_names("--features", WEIGHT_FEATURES), help="weight feature sets")
+@click.option("--classifiers", default=",".join(CLASSIFIERS), show_default=True, callback=_names("--classifiers", CLASSIFIERS))
+@click.option("--controls", default=",".join(CONTROLS), show_default=True, callback=_names("--controls", CONTROLS))
+@click.option("--machine", "machines", multiple=True, help="only this base name, e.g. SingleDirect (repeatable)")
+@click.option("--out", default="", type=click.Path(dir_okay=False), help="Markdown file to write; the JSON goes beside it")
+def table2(datasets, seeds, test_size, features, classifiers, controls, machines, out):
+    """MLDS's Table 2 with controls: DS1 XMachine vs DS2 XModified per machine, from DATASET files or releases."""
+    from mlds.analysis.report import markdown, write_study
+    from mlds.analysis.table2 import Table2Config, run_table2
+
+    try:
+        config = Table2Config(tuple(datasets), seeds, test_size, features, classifiers, controls, tuple(machines), out)
+        study = run_table2(config)
+    except ValueError as exc:  # a StoreError is a ValueError too
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    click.echo(markdown(study))
+    if out:
+        click.echo("wrote " + " and ".join(write_study(study, out)), err=True)
+
+
+@analyze.command()
+@_datasets
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="directory of the PNG files")
+@click.option("--features", default="raw,invariant", show_default=True, callback=_names("--features", WEIGHT_FEATURES))
+@click.option("--neighbors", default=15, show_default=True, help="UMAP n_neighbors")
+@click.option("--min-dist", default=0.1, show_default=True, help="UMAP min_dist")
+@click.option("--seed", default=0, show_default=True)
+def umap(datasets, out, features, neighbors, min_dist, seed):
+    """2-D UMAP projections of the converged networks in DATASET files, coloured by machine and dataset."""
+    from mlds.analysis.projection import UmapConfig, run_umap
+
+    try:
+        paths = run_umap(UmapConfig(tuple(datasets), out, features, neighbors, min_dist, seed))
+    except ValueError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    for path in paths:
+        click.echo(path)

@@ -1,0 +1,147 @@
+"""Machine pairs from dataset files: DS1 task ``XMachine`` (label 0, clean) against DS2 task
+``XModified`` (label 1, trojaned), converged networks only.
+
+Why a module: which networks enter a study decides what it can show. Here, in one place:
+- only converged networks (a capped network did not learn its machine); the excluded are counted;
+- several files or releases of one dataset are merged, a network (task, index, init_seed) once, so
+  overlapping milestone releases (MLDS-DS1-100 inside MLDS-DS1-500) do not leak across splits;
+- twins: specs before SPEC_VERSION 7 gave network ``i`` of every task the same seeds, so DS1 and
+  DS2 network ``i`` start from the same weights. Where the two sides share a seed, ``groups`` holds
+  it and the splits keep twins together (``GroupShuffleSplit``); without that, a twin in the
+  training fold carries the other label and scores fall *below* chance (issue 19);
+- the null pairs of the controls: two halves of one task, and a label shuffle.
+"""
+
+import hashlib
+import os
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from machines.devices import BASE_NAMES
+
+METADATA_COLUMNS = ("epochs", "train_loss", "validation_loss", "restarts")  # the training-length control
+
+
+@dataclass(frozen=True)
+class Source:
+    """One dataset file or release a study read."""
+
+    path: str
+    md5: str
+    dataset: str
+    spec_version: int
+
+    @property
+    def name(self):
+        return os.path.basename(self.path)
+
+    def to_dict(self):
+        return {"file": self.name, "md5": self.md5, "dataset": self.dataset, "spec_version": self.spec_version}
+
+
+@dataclass(frozen=True)
+class Pair:
+    """The networks of one comparison: rows, labels, metadata, and how they may be split."""
+
+    machine: str  # base name, e.g. "SingleDirect"
+    weights: np.ndarray  # float32 [N, n_params]
+    labels: np.ndarray  # int [N]: 0 DS1, 1 DS2
+    metadata: dict  # column -> [N]
+    groups: object  # int64 [N] shared seed where DS1 and DS2 networks are twins, else None
+    architecture: object
+    excluded: tuple = (0, 0)  # networks left out as not converged: (DS1, DS2)
+    duplicates: int = 0  # rows seen in more than one source, kept once
+
+    @property
+    def counts(self):
+        return int((self.labels == 0).sum()), int((self.labels == 1).sum())
+
+    def metadata_matrix(self):
+        return np.column_stack([np.asarray(self.metadata[c], dtype=np.float64) for c in METADATA_COLUMNS])
+
+
+def file_md5(path):
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_sources(paths):
+    """``([Source], {(dataset, task): [TaskNetworks, ...]}, architecture)`` from dataset files or releases."""
+    from assimilator.dataset import load_dataset
+
+    sources, tasks, architecture = [], {}, None
+    for path in paths:
+        dataset = load_dataset(path)
+        sources.append(Source(os.fspath(path), file_md5(path), dataset.name, dataset.spec_version))
+        for name in dataset:
+            table = dataset[name]
+            if architecture is not None and table.architecture != architecture:
+                raise ValueError(f"{path}: {name} has another architecture than the files before it")
+            architecture = table.architecture
+            tasks.setdefault((dataset.name, name), []).append(table)
+    return sources, tasks, architecture
+
+
+def machine_pairs(paths, machines=()):
+    """``([Source], [Pair])``: one pair per machine whose DS1 and DS2 tasks are both in ``paths``."""
+    sources, tasks, architecture = load_sources(paths)
+    pairs = []
+    for base in machines or BASE_NAMES:
+        clean, trojaned = tasks.get(("DS1", f"{base}Machine")), tasks.get(("DS2", f"{base}Modified"))
+        if clean and trojaned:
+            pairs.append(_pair(base, _merge(clean), _merge(trojaned), architecture))
+    if not pairs:
+        found = ", ".join(f"{d}/{t}" for d, t in sorted(tasks)) or "nothing"
+        raise ValueError(f"no machine pair (DS1 XMachine with DS2 XModified) in the files; they hold {found}")
+    return sources, pairs
+
+
+def _merge(tables):
+    """``(weights, columns, duplicates)``: the tables' rows, each (index, init_seed) once."""
+    weights = np.concatenate([t.weights for t in tables])
+    columns = {name: np.concatenate([t.metadata[name] for t in tables]) for name in tables[0].metadata}
+    keys = np.stack([columns["index"], columns["init_seed"]], axis=1)
+    _, first = np.unique(keys, axis=0, return_index=True)
+    first = np.sort(first)
+    return weights[first], {name: values[first] for name, values in columns.items()}, len(weights) - len(first)
+
+
+def _pair(base, clean, trojaned, architecture):
+    sides = [_converged(*clean), _converged(*trojaned)]
+    weights = np.concatenate([s[0] for s in sides])
+    metadata = {name: np.concatenate([s[1][name] for s in sides]) for name in sides[0][1]}
+    labels = np.repeat([0, 1], [len(s[0]) for s in sides])
+    excluded = (sides[0][2], sides[1][2])
+    return Pair(base, weights, labels, metadata, twin_groups(metadata, labels), architecture, excluded, clean[2] + trojaned[2])
+
+
+def _converged(weights, columns, _duplicates):
+    keep = np.asarray(columns["converged"], dtype=bool)
+    return weights[keep], {name: values[keep] for name, values in columns.items()}, int((~keep).sum())
+
+
+def twin_groups(metadata, labels):
+    """The seed column DS1 and DS2 networks share (init_seed, else order_seed), or None when none is shared."""
+    for column in ("init_seed", "order_seed"):
+        seeds = np.asarray(metadata[column])
+        if np.intersect1d(seeds[labels == 0], seeds[labels == 1]).size:
+            return seeds.astype(np.int64)
+    return None
+
+
+def halves(pair, rng):
+    """The null pair: the DS1 networks of ``pair`` in two random disjoint halves, labelled as if different."""
+    rows = np.flatnonzero(pair.labels == 0)
+    rows = rng.permutation(rows)[: len(rows) // 2 * 2]
+    labels = np.repeat([0, 1], len(rows) // 2)
+    metadata = {name: values[rows] for name, values in pair.metadata.items()}
+    return replace(pair, weights=pair.weights[rows], labels=labels, metadata=metadata, groups=None)
+
+
+def shuffled(pair, rng):
+    """The pair with its labels permuted (twins stay grouped): any score above chance is the method's bias."""
+    return replace(pair, labels=rng.permutation(pair.labels))

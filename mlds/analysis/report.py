@@ -1,0 +1,83 @@
+"""A Table 2 study (``mlds.analysis.table2``) as Markdown beside MLDS's numbers, and as JSON.
+
+Why separate: the study's numbers are computed once and kept as JSON (every split's accuracy and
+AUC, the sources' md5); the Markdown is a view of them that can be redrawn without re-running.
+"""
+
+import json
+import os
+
+from mlds.analysis.table2 import best_of
+
+# MLDS's Table 2 (seed slides): accuracy range over its six classifiers, N = 1000 per class
+MLDS_TABLE2 = {"SingleDirect": "81–100 %", "SingleInvert": "48–55 %", "SimpleXOR": "85–99 %", "Parity": "55–71 %", "EightBit": "78–99 %"}
+
+
+def percent(scores):
+    return f"{100 * scores['mean']:.1f} ± {100 * scores['std']:.1f}"
+
+
+def markdown(study):
+    lines = ["# Table 2: DS1 vs DS2 from the weights, with controls", ""]
+    lines += _sources(study) + [""] + _settings(study) + [""] + _summary(study)
+    for pair in study["pairs"]:
+        lines += [""] + _pair_detail(pair)
+    return "\n".join(lines) + "\n"
+
+
+def _sources(study):
+    lines = ["Sources:", ""]
+    lines += [f"- `{s['file']}` ({s['dataset']}, SPEC_VERSION {s['spec_version']}), md5 `{s['md5']}`" for s in study["sources"]]
+    return lines
+
+
+def _settings(study):
+    config = study["config"]
+    return [
+        f"Accuracy in % on the test folds of {config['seeds']} random {100 - round(100 * config['test_size'])}/"
+        f"{round(100 * config['test_size'])} splits (mean ± std; converged networks only). Each cell of the summary is the "
+        f"best of the classifiers ({', '.join(config['classifiers'])}), so `shuffled` and `halves` (both at chance by "
+        "construction) show how high the best of them reaches by luck. `metadata`: epochs, final losses, restarts; "
+        "`norm`: the weight norm alone. AUC: ROC AUC of the best weight-only detector (DS2 = trojaned). "
+        f"Study time {study['seconds']} s."
+    ]
+
+
+def _summary(study):
+    names = list(study["pairs"][0]["rows"])
+    head = ["machine", "DS1 / DS2 (excluded)", "split", "MLDS"] + names + ["weights − controls", "AUC"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for pair in study["pairs"]:
+        lines.append("| " + " | ".join(_summary_cells(pair, names)) + " |")
+    return lines
+
+
+def _summary_cells(pair, names):
+    n, ex, best = pair["networks"], pair["excluded_unconverged"], pair["best_weight_detector"]
+    cells = [pair["machine"], f"{n['DS1']} / {n['DS2']} ({ex['DS1']} / {ex['DS2']})", pair["split"], MLDS_TABLE2.get(pair["machine"], "")]
+    cells += [percent(best_of(pair["rows"][name])[1]) for name in names]
+    controls = [best_of(pair["rows"][c])[1]["mean"] for c in ("metadata", "norm") if c in pair["rows"]]
+    cells.append(f"{100 * (best['mean'] - max(controls)):+.1f}" if controls else "")
+    cells.append(f"{best['auc_mean']:.3f} ± {best['auc_std']:.3f} ({best['features']}, {best['classifier']})")
+    return cells
+
+
+def _pair_detail(pair):
+    names = list(pair["rows"])
+    classifiers = list(pair["rows"][names[0]])
+    lines = [f"## {pair['machine']}Machine vs {pair['machine']}Modified", "", "| classifier | " + " | ".join(names) + " |"]
+    lines.append("|" + "---|" * (len(names) + 1))
+    for classifier in classifiers:
+        lines.append(f"| {classifier} | " + " | ".join(percent(pair["rows"][name][classifier]) for name in names) + " |")
+    return lines
+
+
+def write_study(study, markdown_path):
+    """Write ``markdown_path`` and the JSON beside it (same name, ``.json``); returns both paths."""
+    json_path = os.path.splitext(markdown_path)[0] + ".json"
+    os.makedirs(os.path.dirname(os.path.abspath(markdown_path)), exist_ok=True)
+    with open(markdown_path, "w") as f:
+        f.write(markdown(study))
+    with open(json_path, "w") as f:
+        json.dump(study, f, indent=1)
+    return markdown_path, json_path

@@ -1,0 +1,107 @@
+"""MLDS's Table 2, honestly: per machine pair, can the weights tell DS1 from DS2, beyond the controls?
+
+Why the controls: issue 19 found that DS2 networks train 3-4 times longer than DS1 ones, so the
+weight norm alone and the training metadata alone separate them; a Table 2 without those rows
+measures training length, not the trigger. Beside the six classifiers on each weight feature set
+(``mlds.analysis.features``) every pair gets:
+- ``metadata``: the same classifiers on epochs, final losses and restarts only;
+- ``norm``: the same classifiers on the weight norm alone;
+- ``shuffled``: on the first weight feature set with the labels permuted;
+- ``halves``: on the first weight feature set, two disjoint halves of the DS1 networks labelled as
+  if different.
+The last two must come out at chance; as every row reports the *best* of six classifiers, their
+best is the chance ceiling that a weight row must clear. The Trojan-detection view is the ROC AUC
+of the best weight-only detector (the best mean accuracy over weight feature sets and classifiers).
+"""
+
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from mlds.analysis import pairs as pairs_module
+from mlds.analysis.classifiers import CLASSIFIERS, evaluate, splits
+from mlds.analysis.features import feature_matrix
+
+CONTROLS = ("metadata", "norm", "shuffled", "halves")
+WEIGHT_FEATURES = ("raw", "invariant", "canonical")
+
+
+@dataclass(frozen=True)
+class Table2Config:
+    datasets: tuple  # dataset files or releases (DS1 and DS2)
+    seeds: int = 5  # 80/20 splits, each with its own seed
+    test_size: float = 0.2
+    features: tuple = ("raw", "invariant")  # weight feature sets (WEIGHT_FEATURES)
+    classifiers: tuple = CLASSIFIERS
+    controls: tuple = CONTROLS
+    machines: tuple = ()  # base names (SingleDirect, ...); empty: every pair in the files
+    out: str = ""  # Markdown file to write (JSON beside it, .json); empty: none
+
+    def __post_init__(self):
+        if self.seeds < 2:
+            raise ValueError("--seeds: at least 2 splits, for a spread")
+        unknown = set(self.features) - set(WEIGHT_FEATURES) or set(self.controls) - set(CONTROLS)
+        if unknown:
+            raise ValueError(f"unknown feature set or control: {', '.join(sorted(unknown))}")
+        if not self.features:
+            raise ValueError("at least one weight feature set")
+
+
+def run_table2(config):
+    """The study as a JSON-able dict: sources, settings, and per pair every classifier's scores."""
+    started = time.monotonic()
+    sources, machine_pairs = pairs_module.machine_pairs(config.datasets, config.machines)
+    results = [study_pair(pair, config) for pair in machine_pairs]
+    return {
+        "study": "table2",
+        "config": {**asdict(config), "datasets": [s.name for s in sources]},
+        "sources": [s.to_dict() for s in sources],
+        "pairs": results,
+        "seconds": round(time.monotonic() - started, 1),
+    }
+
+
+def study_pair(pair, config):
+    """One machine pair: ``{machine, counts, split, rows: {row: {classifier: scores}}, best}``."""
+    rows = {name: _weights_row(pair, name, config) for name in config.features}
+    for control in config.controls:
+        rows[control] = _control_row(pair, control, config)
+    return {
+        "machine": pair.machine,
+        "networks": {"DS1": pair.counts[0], "DS2": pair.counts[1]},
+        "excluded_unconverged": {"DS1": pair.excluded[0], "DS2": pair.excluded[1]},
+        "duplicates_dropped": pair.duplicates,
+        "split": "grouped by shared seed (GroupShuffleSplit)" if pair.groups is not None else "stratified",
+        "rows": {name: {c: s.to_dict() for c, s in scores.items()} for name, scores in rows.items()},
+        "best_weight_detector": best_detector(rows, config.features),
+    }
+
+
+def _weights_row(pair, feature_set, config):
+    features = feature_matrix(feature_set, pair.weights, pair.architecture)
+    return evaluate(features, pair.labels, splits(pair.labels, pair.groups, config.seeds, config.test_size), config.classifiers)
+
+
+def _control_row(pair, control, config):
+    rng = np.random.default_rng(2019)  # fixed: the controls are part of the recorded study
+    if control == "metadata":
+        features = pair.metadata_matrix()
+    elif control == "norm":
+        features = feature_matrix("norm", pair.weights, pair.architecture)
+    else:
+        pair = pairs_module.shuffled(pair, rng) if control == "shuffled" else pairs_module.halves(pair, rng)
+        features = feature_matrix(config.features[0], pair.weights, pair.architecture)
+    return evaluate(features, pair.labels, splits(pair.labels, pair.groups, config.seeds, config.test_size), config.classifiers)
+
+
+def best_detector(rows, feature_sets):
+    """The weight-only (feature set, classifier) with the best mean accuracy, with its AUC."""
+    candidates = [(scores.mean, name, classifier, scores) for name in feature_sets for classifier, scores in rows[name].items()]
+    mean, name, classifier, scores = max(candidates, key=lambda c: c[0])
+    return {"features": name, "classifier": classifier, **scores.to_dict()}
+
+
+def best_of(row):
+    """``(classifier, scores dict)`` with the best mean accuracy in one row of a pair's results."""
+    return max(row.items(), key=lambda item: item[1]["mean"])

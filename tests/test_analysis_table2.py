@@ -1,0 +1,118 @@
+"""The Table 2 study's null checks and its power (mlds.analysis.table2 on synthetic store files).
+
+The chance spread below was measured (docs/results/README.md, "Null check"): 10 synthetic null
+datasets, each classifier's mean accuracy over 5 splits. A mean outside CHANCE_LOW..CHANCE_HIGH
+happens by luck well under once in a hundred runs of a test; a planted difference lands far above.
+"""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from mlds.analysis import pairs
+from mlds.analysis.classifiers import CLASSIFIERS, evaluate, splits
+from mlds.analysis.features import feature_matrix
+from mlds.analysis.synthetic import SyntheticConfig, write_synthetic
+from mlds.analysis.table2 import Table2Config, run_table2
+
+CHANCE_LOW, CHANCE_HIGH = 0.35, 0.65  # per classifier; set from the measured spread (module docstring)
+BEST_OF_SIX_HIGH = 0.70  # the best of the six classifiers on a null pair
+
+
+@pytest.fixture(scope="module")
+def null_pair(tmp_path_factory):
+    """One task's 120 converged networks (plus 2 unconverged) and its DS2 side, no planted difference."""
+    paths = write_synthetic(tmp_path_factory.mktemp("null"), SyntheticConfig(networks=120, seed=7))
+    _, (pair,) = pairs.machine_pairs(paths)
+    return pair
+
+
+def null_scores(pair, feature_set):
+    features = feature_matrix(feature_set, pair.weights, pair.architecture)
+    return evaluate(features, pair.labels, splits(pair.labels, pair.groups, seeds=5))
+
+
+def assert_at_chance(scores):
+    means = {name: round(s.mean, 3) for name, s in scores.items()}
+    assert all(CHANCE_LOW <= m <= CHANCE_HIGH for m in means.values()), means
+    assert max(means.values()) <= BEST_OF_SIX_HIGH, means
+
+
+def test_unconverged_networks_are_left_out_and_counted(null_pair):
+    assert null_pair.counts == (120, 120) and null_pair.excluded == (2, 2)
+    assert null_pair.groups is None  # independent seeds: stratified splits
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("feature_set", ["raw", "invariant"])
+def test_two_halves_of_one_task_labelled_as_different_come_out_at_chance(null_pair, feature_set):
+    halves = pairs.halves(null_pair, np.random.default_rng(2019))
+    assert halves.counts == (60, 60)
+    rows = null_pair.weights[null_pair.labels == 0]
+    assert len({r.tobytes() for r in halves.weights} & {r.tobytes() for r in rows}) == 120  # DS1 rows, each once
+    assert_at_chance(null_scores(halves, feature_set))
+
+
+@pytest.mark.slow
+def test_a_label_shuffle_comes_out_at_chance(null_pair):
+    shuffled = pairs.shuffled(null_pair, np.random.default_rng(2019))
+    assert shuffled.counts == (120, 120) and not np.array_equal(shuffled.labels, null_pair.labels)
+    assert_at_chance(null_scores(shuffled, "raw"))
+
+
+@pytest.mark.slow
+def test_a_planted_difference_is_detected_and_the_study_writes_its_table(tmp_path):
+    paths = write_synthetic(tmp_path, SyntheticConfig(networks=30, shift=0.3, seed=3))
+    out = tmp_path / "results" / "table2.md"
+    study = run_table2(Table2Config(tuple(paths), controls=("norm", "shuffled"), out=str(out)))
+    (pair,) = study["pairs"]
+    best = pair["best_weight_detector"]
+    assert best["mean"] >= 0.9 and best["auc_mean"] >= 0.95, best
+    assert max(s["mean"] for s in pair["rows"]["shuffled"].values()) <= BEST_OF_SIX_HIGH
+    assert pair["networks"] == {"DS1": 30, "DS2": 30} and pair["excluded_unconverged"] == {"DS1": 2, "DS2": 2}
+    assert set(pair["rows"]["raw"]) == set(CLASSIFIERS) and all(len(s["accuracy"]) == 5 for s in pair["rows"]["raw"].values())
+
+
+def test_twins_are_kept_on_one_side_of_every_split(tmp_path):
+    # before SPEC_VERSION 7 DS2 network i started from DS1 network i's seed: ungrouped splits put a
+    # twin with the other label in the training fold and score far *below* chance
+    paths = write_synthetic(tmp_path, SyntheticConfig(networks=40, twins=True, seed=5))
+    _, (pair,) = pairs.machine_pairs(paths)
+    assert pair.groups is not None
+    grouped = splits(pair.labels, pair.groups, seeds=5)
+    assert all(not set(pair.groups[train]) & set(pair.groups[test]) for train, test in grouped)
+    features = feature_matrix("raw", pair.weights, pair.architecture)
+    fair = evaluate(features, pair.labels, grouped, ("svm",))["svm"].mean
+    leaky = evaluate(features, pair.labels, splits(pair.labels, None, seeds=5), ("svm",))["svm"].mean
+    assert CHANCE_LOW <= fair <= CHANCE_HIGH and leaky < 0.3, (fair, leaky)
+
+
+def test_overlapping_releases_count_each_network_once(tmp_path):
+    paths = write_synthetic(tmp_path, SyntheticConfig(networks=10, seed=1))
+    _, (pair,) = pairs.machine_pairs(paths + paths)
+    assert pair.counts == (10, 10) and pair.duplicates == 24
+
+
+def test_the_command_writes_markdown_and_json(tmp_path):
+    from mlds.cli import main
+
+    paths = write_synthetic(tmp_path, SyntheticConfig(networks=12, shift=0.5, seed=2))
+    out = tmp_path / "t2.md"
+    arguments = ["analyze", "table2", *paths, "--seeds", "2", "--features", "invariant", "--classifiers", "naive_bayes",
+                 "--controls", "metadata,norm,shuffled,halves", "--out", str(out)]  # fmt: skip
+    result = CliRunner().invoke(main, arguments)
+    assert result.exit_code == 0, result.output
+    assert "| SingleDirect | 12 / 12 (2 / 2) | stratified | 81–100 % |" in out.read_text()
+    study = json.loads(out.with_suffix(".json").read_text())
+    assert [s["file"] for s in study["sources"]] == ["DS1.h5", "DS2.h5"] and len(study["sources"][0]["md5"]) == 32
+    assert set(study["pairs"][0]["rows"]) == {"invariant", "metadata", "norm", "shuffled", "halves"}
+
+
+def test_the_command_says_when_the_files_hold_no_pair(tmp_path):
+    from mlds.cli import main
+
+    ds1, _ = write_synthetic(tmp_path, SyntheticConfig(networks=4))
+    result = CliRunner().invoke(main, ["analyze", "table2", ds1, "--classifiers", "naive_bayes"])
+    assert result.exit_code == 1 and "no machine pair" in result.output and "DS1/SingleDirectMachine" in result.output

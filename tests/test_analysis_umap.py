@@ -1,0 +1,38 @@
+"""``mlds analyze umap`` writes a PNG of the expected size per feature set (mlds.analysis.projection)."""
+
+import struct
+
+import pytest
+from click.testing import CliRunner
+
+from mlds.analysis.projection import DPI, FIGURE_INCHES, load_points, machine_of
+from mlds.analysis.synthetic import SyntheticConfig, write_synthetic
+
+
+def png_size(path):
+    with open(path, "rb") as f:
+        head = f.read(24)
+    assert head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR"
+    return struct.unpack(">II", head[16:24])
+
+
+def test_the_caption_names_each_file_and_its_md5(tmp_path):
+    paths = write_synthetic(tmp_path, SyntheticConfig(machines=("SingleDirect", "Parity"), networks=5))
+    points = load_points(paths)
+    assert len(points.weights) == 20 and sorted(set(points.datasets)) == ["DS1", "DS2"]
+    assert "DS1.h5 (md5 " in points.caption and "DS2.h5 (md5 " in points.caption
+    assert {machine_of(t) for t in points.tasks} == {"SingleDirect", "Parity"}
+
+
+@pytest.mark.slow  # umap-learn's first call compiles with numba: ~30 s
+def test_umap_writes_one_png_per_feature_set_of_the_figure_size(tmp_path):
+    from mlds.cli import main
+
+    paths = write_synthetic(tmp_path, SyntheticConfig(machines=("SingleDirect", "Parity"), networks=15, shift=0.5))
+    out = tmp_path / "figures"
+    result = CliRunner().invoke(main, ["analyze", "umap", *paths, "--out", str(out), "--features", "raw,invariant"])
+    assert result.exit_code == 0, result.output
+    expected = (round(FIGURE_INCHES[0] * DPI), round(FIGURE_INCHES[1] * DPI))
+    for name in ("umap-raw.png", "umap-invariant.png"):
+        assert png_size(out / name) == expected
+        assert str(out / name) in result.output
