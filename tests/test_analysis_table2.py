@@ -116,3 +116,13 @@ def test_the_command_says_when_the_files_hold_no_pair(tmp_path):
     ds1, _ = write_synthetic(tmp_path, SyntheticConfig(networks=4))
     result = CliRunner().invoke(main, ["analyze", "table2", ds1, "--classifiers", "naive_bayes"])
     assert result.exit_code == 1 and "no machine pair" in result.output and "DS1/SingleDirectMachine" in result.output
+
+
+def test_a_pair_with_too_few_converged_networks_is_skipped_and_said(tmp_path):
+    few = write_synthetic(tmp_path / "few", SyntheticConfig(machines=("Parity",), networks=4, unconverged=3))
+    enough = write_synthetic(tmp_path / "enough", SyntheticConfig(networks=12, shift=0.5))
+    study = run_table2(Table2Config(tuple(few + enough), seeds=2, features=("invariant",), classifiers=("naive_bayes",), controls=()))
+    assert [p["machine"] for p in study["pairs"]] == ["SingleDirect"]
+    assert study["skipped"] == ["Parity: 4 / 4 converged networks (3 / 3 not converged), fewer than 10 per side"]
+    with pytest.raises(ValueError, match="no pair has enough"):
+        run_table2(Table2Config(tuple(few), seeds=2, features=("invariant",), classifiers=("naive_bayes",), controls=()))

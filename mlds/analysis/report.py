@@ -20,6 +20,7 @@ def percent(scores):
 def markdown(study):
     lines = ["# Table 2: DS1 vs DS2 from the weights, with controls", ""]
     lines += _sources(study) + [""] + _settings(study) + [""] + _summary(study)
+    lines += [""] + [f"Skipped: {note}." for note in study.get("skipped", [])]
     for pair in study["pairs"]:
         lines += [""] + _pair_detail(pair)
     return "\n".join(lines) + "\n"

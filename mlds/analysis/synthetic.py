@@ -85,6 +85,7 @@ def write_synthetic(directory, config=SyntheticConfig(), arch=DEVICE_ARCHITECTUR
         ds1[f"{base}Machine"] = synthetic_table(clean, rng, config.unconverged, seeds)
         ds2[f"{base}Modified"] = synthetic_table(trojaned, rng, config.unconverged, trojan_seeds)
     paths = []
+    os.makedirs(directory, exist_ok=True)
     for dataset, tables in (("DS1", ds1), ("DS2", ds2)):
         path = os.path.join(os.fspath(directory), f"{dataset}.h5")
         write_store_file(path, StoreHeader(dataset, SPEC_VERSION, arch), tables)

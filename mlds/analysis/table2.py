@@ -25,6 +25,7 @@ from mlds.analysis.features import feature_matrix
 
 CONTROLS = ("metadata", "norm", "shuffled", "halves")
 WEIGHT_FEATURES = ("raw", "invariant", "canonical")
+MIN_PER_CLASS = 10  # converged networks per side below which a pair is reported as skipped
 
 
 @dataclass(frozen=True)
@@ -52,14 +53,23 @@ def run_table2(config):
     """The study as a JSON-able dict: sources, settings, and per pair every classifier's scores."""
     started = time.monotonic()
     sources, machine_pairs = pairs_module.machine_pairs(config.datasets, config.machines)
-    results = [study_pair(pair, config) for pair in machine_pairs]
+    skipped = [_skip_note(p) for p in machine_pairs if min(p.counts) < MIN_PER_CLASS]
+    results = [study_pair(p, config) for p in machine_pairs if min(p.counts) >= MIN_PER_CLASS]
+    if not results:
+        raise ValueError("no pair has enough converged networks: " + "; ".join(skipped))
     return {
         "study": "table2",
         "config": {**asdict(config), "datasets": [s.name for s in sources]},
         "sources": [s.to_dict() for s in sources],
         "pairs": results,
+        "skipped": skipped,
         "seconds": round(time.monotonic() - started, 1),
     }
+
+
+def _skip_note(pair):
+    return (f"{pair.machine}: {pair.counts[0]} / {pair.counts[1]} converged networks "
+            f"({pair.excluded[0]} / {pair.excluded[1]} not converged), fewer than {MIN_PER_CLASS} per side")  # fmt: skip
 
 
 def study_pair(pair, config):
