@@ -126,3 +126,15 @@ def test_a_pair_with_too_few_converged_networks_is_skipped_and_said(tmp_path):
     assert study["skipped"] == ["Parity: 4 / 4 converged networks (3 / 3 not converged), fewer than 10 per side"]
     with pytest.raises(ValueError, match="no pair has enough"):
         run_table2(Table2Config(tuple(few), seeds=2, features=("invariant",), classifiers=("naive_bayes",), controls=()))
+
+
+def test_a_norm_neutral_planted_difference_is_found_beyond_the_norm_control(tmp_path):
+    # the study's point: weights can carry what the training-length controls cannot see
+    paths = write_synthetic(tmp_path, SyntheticConfig(networks=40, norm_neutral=True, seed=4))
+    _, (pair,) = pairs.machine_pairs(paths)
+    folds = splits(pair.labels, pair.groups, seeds=5)
+    names = ("svm", "random_forest", "naive_bayes")
+    found = evaluate(feature_matrix("invariant", pair.weights, pair.architecture), pair.labels, folds, names)
+    norm = evaluate(feature_matrix("norm", pair.weights, pair.architecture), pair.labels, folds, names)
+    assert max(s.mean for s in found.values()) >= 0.9, {n: s.mean for n, s in found.items()}
+    assert all(CHANCE_LOW <= s.mean <= CHANCE_HIGH for s in norm.values()), {n: s.mean for n, s in norm.items()}

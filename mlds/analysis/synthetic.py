@@ -5,7 +5,8 @@ planted difference. Training real networks for that takes minutes; these files t
 pass the loader's checks like any store file, and let a reader try ``mlds analyze`` at once.
 Weights are drawn as PyTorch initialises the layers (uniform in ±1/√fan-in, ±1/√H for the
 recurrent stack); ``shift`` is added to every layer's update-gate (``z``) biases of the DS2 side,
-the planted "trigger". With ``twins``, DS2 network ``i`` is DS1 network ``i`` plus small noise and
+the planted "trigger"; with ``norm_neutral``, DS2's z-gate biases are made positive instead (their
+absolute values), a difference the weight norm cannot see. With ``twins``, DS2 network ``i`` is DS1 network ``i`` plus small noise and
 shares its seeds, as before SPEC_VERSION 7.
 """
 
@@ -25,6 +26,7 @@ class SyntheticConfig:
     networks: int = 60  # per task, converged ones
     unconverged: int = 2  # per task, stored with converged=False (a study must leave them out)
     shift: float = 0.0  # added to DS2's z-gate biases: 0 is a null pair
+    norm_neutral: bool = False  # DS2's z-gate biases replaced by their absolute values
     twins: bool = False  # DS2 network i = DS1 network i + noise, same seeds
     twin_noise: float = 0.01
     seed: int = 0
@@ -82,6 +84,8 @@ def write_synthetic(directory, config=SyntheticConfig(), arch=DEVICE_ARCHITECTUR
         else:
             trojaned, trojan_seeds = random_weights(count, arch, rng), rng.integers(1, 2**62, (count, 2))
         trojaned[:, z_bias_columns(arch)] += np.float32(config.shift)
+        if config.norm_neutral:
+            trojaned[:, z_bias_columns(arch)] = np.abs(trojaned[:, z_bias_columns(arch)])
         ds1[f"{base}Machine"] = synthetic_table(clean, rng, config.unconverged, seeds)
         ds2[f"{base}Modified"] = synthetic_table(trojaned, rng, config.unconverged, trojan_seeds)
     paths = []
