@@ -138,3 +138,38 @@ def test_a_norm_neutral_planted_difference_is_found_beyond_the_norm_control(tmp_
     norm = evaluate(feature_matrix("norm", pair.weights, pair.architecture), pair.labels, folds, names)
     assert max(s.mean for s in found.values()) >= 0.9, {n: s.mean for n, s in found.items()}
     assert all(CHANCE_LOW <= s.mean <= CHANCE_HIGH for s in norm.values()), {n: s.mean for n, s in norm.items()}
+
+
+def ingested_pair(root, twin_seeds):
+    """DS1/DS2 store files of SingleDirect written by the store's own ingest: 12 initial networks a side,
+    one capped; ``twin_seeds`` gives network j of both sides the seeds 1 + j, as specs before SPEC_VERSION 7 did."""
+    import dataclasses
+
+    from assimilator.store import DatasetStore
+    from boinc_app.training import CAPPED, CONVERGED, initial_state
+    from workgen.specs import make_spec
+
+    for dataset, machine in (("DS1", "SingleDirectMachine"), ("DS2", "SingleDirectModified")):
+        spec = make_spec(dataset, machine, networks=12, max_epochs=5)
+        if twin_seeds:
+            seeds = tuple(dataclasses.replace(n, init_seed=1 + j, order_seed=1 + j) for j, n in enumerate(spec.networks))
+            spec = dataclasses.replace(spec, networks=seeds)
+        state = initial_state(spec)
+        for j, network in enumerate(state.networks):
+            network.status, network.epochs, network.cpu_seconds = (CAPPED if j == 0 else CONVERGED), 3 + j % 2, 1.0
+            for field in network.history:
+                network.history[field] = [0.5, 0.9]
+        attrs = {"spec_sha256": spec.fingerprint(), "app_version": "0.1.0", "torch_version": "2.13.0", "platform": "test", "device": "CPU"}
+        store = DatasetStore(root, dataset)
+        store.ingest(spec, state, attrs)
+        store.consolidate()
+    return [str(root / "DS1.h5"), str(root / "DS2.h5")]
+
+
+@pytest.mark.parametrize("twin_seeds, split", [(False, "stratified"), (True, "grouped by shared seed (GroupShuffleSplit)")])
+def test_stores_of_the_pipeline_are_read_with_their_seed_design(tmp_path, twin_seeds, split):
+    paths = ingested_pair(tmp_path, twin_seeds)
+    study = run_table2(Table2Config(tuple(paths), seeds=2, features=("raw",), classifiers=("naive_bayes",), controls=("metadata",)))
+    (pair,) = study["pairs"]
+    assert pair["split"] == split
+    assert pair["networks"] == {"DS1": 11, "DS2": 11} and pair["excluded_unconverged"] == {"DS1": 1, "DS2": 1}
