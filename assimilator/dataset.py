@@ -6,6 +6,8 @@
     parity.weights            # float32 [N, 4364], one row per network
     parity.metadata["converged"], parity.metadata["epochs"]   # numpy columns, one row per network
     net = parity.module(0)    # a torch.nn.Module with row 0's weights, ready to run
+    parity.snapshot_epochs    # e.g. (1, 2, 5, 10, ...): epochs after which weights were kept
+    parity.weights_at(2)      # float32 [N, 4364]: every network after epoch 2 (NaN rows: it had stopped)
 
 A release is read straight from its ``.tar.gz`` (the HDF5 member is opened in memory, nothing is
 extracted). Files are opened read-only and checked as the store checks them; unknown format
@@ -32,6 +34,16 @@ class TaskNetworks:
     metadata: dict  # column name -> numpy array [N]
     layout: list  # [(state_dict key, shape)], the order of a row's parameters
     architecture: object
+    snapshots: np.ndarray  # float32 [N, S, n_params]; NaN where a network stopped before the epoch
+    snapshot_epochs: tuple  # the S epochs
+
+    def weights_at(self, epoch):
+        """``[N, n_params]``: each network's weights after ``epoch`` (a snapshot epoch), NaN rows
+        for networks that stopped training before it. Compare networks at equal training with
+        the rows that are not NaN."""
+        if epoch not in self.snapshot_epochs:
+            raise KeyError(f"{self.name} keeps weights after epochs {list(self.snapshot_epochs)}, not {epoch}")
+        return self.snapshots[:, self.snapshot_epochs.index(epoch)]
 
     def __len__(self):
         return self.weights.shape[0]
@@ -79,7 +91,9 @@ def load_dataset(path):
         source = path
     header, tables = read_store_file(source)
     tasks = {
-        task: TaskNetworks(task, table.weights, table.columns, header.layout, header.architecture)
+        task: TaskNetworks(
+            task, table.weights, table.columns, header.layout, header.architecture, table.snapshots, header.snapshot_epochs
+        )
         for task, table in tables.items()
     }
     return Dataset(header.dataset, header.spec_version, tasks)

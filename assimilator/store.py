@@ -1,12 +1,16 @@
 """The dataset store: every finished network of a dataset, as one weight matrix per machine.
 
-Layout of a store file (``format_version`` 2; releases use the same layout; version 1 files, which
-lack the ``restarts`` and ``last_restart_epoch`` columns, are read with zeros there)::
+Layout of a store file (``format_version`` 3; releases use the same layout; version 1 files, which
+lack the ``restarts`` and ``last_restart_epoch`` columns, are read with zeros there, and versions 1
+and 2, which lack snapshots, with none)::
 
     /                         attrs: format, format_version, dataset, spec_version,
-                                     architecture (JSON), parameter_layout (JSON [[key, shape], ...])
+                                     architecture (JSON), parameter_layout (JSON [[key, shape], ...]),
+                                     snapshot_epochs (JSON [e1, e2, ...], the dataset's)
     /<task>/weights           float32 [N, n_params]: row i is network i's state_dict tensors,
                               flattened in ``parameter_layout`` order and concatenated
+    /<task>/snapshots         float32 [N, S, n_params]: network i's weights after each of the S
+                              snapshot epochs, NaN where it stopped training before that epoch
     /<task>/networks/<column> [N] one dataset per metadata column (``COLUMNS``), rows sorted by index
 
 ``<task>`` is the machine name (DS1/DS2) or ``automaton-NNN`` (DS3).
@@ -40,8 +44,8 @@ from boinc_app.training import CONVERGED, TRAINING
 
 STORE_FORMAT = "mlds-dataset-store"
 BLOCK_BYTES = 64 << 20  # weight rows copied at once by consolidation and releases
-STORE_FORMAT_VERSION = 2
-READABLE_STORE_VERSIONS = (1, 2)
+STORE_FORMAT_VERSION = 3
+READABLE_STORE_VERSIONS = (1, 2, 3)  # 3: snapshots
 
 ADDED_IN_VERSION = {"restarts": 2, "last_restart_epoch": 2}  # columns older files lack (read as 0)
 # metadata column -> numpy dtype ("str" columns are variable-length UTF-8 strings in the file)
@@ -81,6 +85,7 @@ class StoreHeader:
     dataset: str
     spec_version: int
     architecture: Architecture
+    snapshot_epochs: tuple = ()  # the epochs every network's weights are kept after (spec's)
     # the version of the file it was read from (what a header written now gets by default);
     # not part of a header's identity: files of both versions hold the same dataset
     format_version: int = field(default=STORE_FORMAT_VERSION, compare=False)
@@ -96,10 +101,16 @@ class StoreHeader:
 
 @dataclass
 class TaskTable:
-    """One task's networks: ``weights [N, n_params]`` and ``columns {name: array [N]}``."""
+    """One task's networks: ``weights [N, n_params]``, ``snapshots [N, S, n_params]`` and
+    ``columns {name: array [N]}``."""
 
     weights: np.ndarray
     columns: dict
+    snapshots: np.ndarray = None  # None: no snapshot epochs ([N, 0, n_params])
+
+    def __post_init__(self):
+        if self.snapshots is None:
+            self.snapshots = np.zeros((self.weights.shape[0], 0, self.weights.shape[1]), dtype=np.float32)
 
     def __len__(self):
         return self.weights.shape[0]
@@ -109,7 +120,8 @@ class TaskTable:
         return self.columns["index"]
 
     def take(self, rows):
-        return TaskTable(self.weights[rows], {name: values[rows] for name, values in self.columns.items()})
+        columns = {name: values[rows] for name, values in self.columns.items()}
+        return TaskTable(self.weights[rows], columns, self.snapshots[rows])
 
 
 def network_index(key):
@@ -127,7 +139,17 @@ def finished_rows(spec, state, attrs, header):
     done = [n for n in state.networks if n.status != TRAINING]
     rows = [_row(n, spec, attrs) for n in done]
     weights = np.stack([flatten_tensors(n.weights, header.layout) for n in done]) if done else None
-    return task_label(spec.task), _table(rows, weights, header)
+    snapshots = np.stack([snapshot_rows(n, header) for n in done]) if done else None
+    return task_label(spec.task), _table(rows, weights, snapshots, header)
+
+
+def snapshot_rows(network, header):
+    """``[S, n_params]``: the network's snapshots at the header's epochs, NaN where it has none."""
+    rows = np.full((len(header.snapshot_epochs), header.n_params), np.nan, dtype=np.float32)
+    for i, epoch in enumerate(header.snapshot_epochs):
+        if epoch in network.snapshots:
+            rows[i] = network.snapshots[epoch]
+    return rows
 
 
 def _row(network, spec, attrs):
@@ -157,16 +179,17 @@ def _row(network, spec, attrs):
     }
 
 
-def _table(rows, weights, header):
+def _table(rows, weights, snapshots, header):
     if not rows:
         return empty_table(header)
     columns = {name: np.array([row[name] for row in rows], dtype=_numpy_dtype(kind)) for name, kind in COLUMNS.items()}
-    return TaskTable(np.asarray(weights, dtype=np.float32), columns)
+    return TaskTable(np.asarray(weights, dtype=np.float32), columns, np.asarray(snapshots, dtype=np.float32))
 
 
 def empty_table(header):
     columns = {name: np.zeros(0, dtype=_numpy_dtype(kind)) for name, kind in COLUMNS.items()}
-    return TaskTable(np.zeros((0, header.n_params), dtype=np.float32), columns)
+    snapshots = np.zeros((0, len(header.snapshot_epochs), header.n_params), dtype=np.float32)
+    return TaskTable(np.zeros((0, header.n_params), dtype=np.float32), columns, snapshots)
 
 
 def _numpy_dtype(kind):
@@ -181,6 +204,7 @@ def merge_tables(tables, header):
     merged = TaskTable(
         np.concatenate([t.weights for t in parts]),
         {name: np.concatenate([t.columns[name] for t in parts]) for name in COLUMNS},
+        np.concatenate([t.snapshots for t in parts]),
     )
     _, first = np.unique(merged.indices, return_index=True)  # sorted unique indices, first occurrence
     return merged.take(first)
@@ -206,10 +230,12 @@ def _write_header(f, header):
     f.attrs["spec_version"] = header.spec_version
     f.attrs["architecture"] = json.dumps(header.architecture.to_dict())
     f.attrs["parameter_layout"] = json.dumps([[key, list(shape)] for key, shape in header.layout])
+    f.attrs["snapshot_epochs"] = json.dumps(list(header.snapshot_epochs))
 
 
 def _write_task(group, table):
     group.create_dataset("weights", data=table.weights, dtype=np.float32, track_times=False)
+    group.create_dataset("snapshots", data=table.snapshots, dtype=np.float32, track_times=False, **_snapshot_storage(table.snapshots.shape))
     _write_columns(group, table.columns)
 
 
@@ -250,16 +276,38 @@ def _read_header(attrs):
             f"dataset format_version {version} is not known to this mlds (it reads {READABLE_STORE_VERSIONS}); upgrade mlds"
         )
     architecture = Architecture.from_dict(json.loads(attrs["architecture"]))
-    header = StoreHeader(str(attrs["dataset"]), int(attrs["spec_version"]), architecture, version)
+    snapshot_epochs = tuple(int(e) for e in json.loads(attrs["snapshot_epochs"])) if version >= 3 else ()
+    header = StoreHeader(str(attrs["dataset"]), int(attrs["spec_version"]), architecture, snapshot_epochs, version)
     stored_layout = [(key, tuple(shape)) for key, shape in json.loads(attrs["parameter_layout"])]
     if stored_layout != header.layout:
         raise StoreError("the file's parameter layout does not match its architecture")
     return header
 
 
+def _snapshot_storage(shape):
+    """Chunked by network and epoch, gzip level 1: most snapshot rows of most networks are NaN (the
+    network stopped before that epoch) and compress to almost nothing. The store is written by the
+    server, not a volunteer, so its filters are not an attack (results refuse them)."""
+    if 0 in shape:
+        return {}
+    return {"chunks": (min(shape[0], 16), 1, shape[2]), "compression": "gzip", "compression_opts": 1}
+
+
 def _read_task(f, task, header):
     weights = np.asarray(_weights_dataset(f, task, header)[()], dtype=np.float32)
-    return TaskTable(weights, _read_columns(f, task, header))
+    snapshots = np.asarray(_snapshots_dataset(f, task, header, weights.shape[0])[()], dtype=np.float32)
+    return TaskTable(weights, _read_columns(f, task, header), snapshots)
+
+
+def _snapshots_dataset(f, task, header, rows):
+    """The task's snapshots (an empty ``[rows, 0, n_params]`` array in files before version 3)."""
+    expected = (rows, len(header.snapshot_epochs), header.n_params)
+    if header.format_version < 3:
+        return np.zeros(expected, dtype=np.float32)
+    snapshots = f[task]["snapshots"]
+    if snapshots.shape != expected:
+        raise StoreError(f"{task}/snapshots has shape {snapshots.shape}, expected {expected}")
+    return snapshots
 
 
 def _weights_dataset(f, task, header):
@@ -290,7 +338,8 @@ def read_store_columns(source):
 
 
 def rows_per_block(header, block_bytes=BLOCK_BYTES):
-    return max(1, block_bytes // (4 * header.n_params))
+    """Networks copied at once: their weights and snapshots fit in ``block_bytes``."""
+    return max(1, block_bytes // (4 * header.n_params * (1 + len(header.snapshot_epochs))))
 
 
 def copy_rows(target, header, plans, block_bytes=BLOCK_BYTES):
@@ -303,18 +352,26 @@ def copy_rows(target, header, plans, block_bytes=BLOCK_BYTES):
             plan, source_columns = plans[task], {}
             group = out.create_group(task, track_order=False)
             weights = group.create_dataset("weights", shape=(len(plan), header.n_params), dtype=np.float32, track_times=False)
+            snapshot_shape = (len(plan), len(header.snapshot_epochs), header.n_params)
+            snapshots = group.create_dataset("snapshots", shape=snapshot_shape, dtype=np.float32, track_times=False,
+                                             **_snapshot_storage(snapshot_shape))  # fmt: skip
             step = rows_per_block(header, block_bytes)
             for start in range(0, len(plan), step):
                 block = plan[start : start + step]
-                weights[start : start + len(block)] = _gather_weights(block, task, header, source_columns)
+                rows, snapshot_rows_ = _gather_rows(block, task, header, source_columns)
+                weights[start : start + len(block)] = rows
+                if snapshot_shape[1]:
+                    snapshots[start : start + len(block)] = snapshot_rows_
             columns = {name: np.asarray([source_columns[source][name][row] for source, row in plan], dtype=_numpy_dtype(kind))
                        for name, kind in COLUMNS.items()}  # fmt: skip
             _write_columns(group, columns)
 
 
-def _gather_weights(block, task, header, source_columns):
-    """The weight rows of ``block``; reads each source's metadata columns once into ``source_columns``."""
+def _gather_rows(block, task, header, source_columns):
+    """The weight and snapshot rows of ``block``; reads each source's metadata columns once into
+    ``source_columns``."""
     out = np.empty((len(block), header.n_params), dtype=np.float32)
+    out_snapshots = np.empty((len(block), len(header.snapshot_epochs), header.n_params), dtype=np.float32)
     by_source = {}
     for position, (source, row) in enumerate(block):
         by_source.setdefault(source, []).append((row, position))
@@ -325,12 +382,16 @@ def _gather_weights(block, task, header, source_columns):
         with h5py.File(source, "r", locking=False) as f:
             if source not in source_columns:
                 source_columns[source] = _read_columns(f, task, _read_header(f.attrs))
-            out[[position for _, position in pairs]] = _weights_dataset(f, task, header)[rows]
-    return out
+            positions = [position for _, position in pairs]
+            out[positions] = _weights_dataset(f, task, header)[rows]
+            if out_snapshots.shape[1]:
+                file_header = _read_header(f.attrs)
+                out_snapshots[positions] = _snapshots_dataset(f, task, file_header, f[task]["weights"].shape[0])[rows]
+    return out, out_snapshots
 
 
 def header_of(spec):
-    return StoreHeader(spec.dataset, int(spec.spec_version), spec.architecture)
+    return StoreHeader(spec.dataset, int(spec.spec_version), spec.architecture, tuple(spec.snapshot_epochs))
 
 
 class DatasetStore:
@@ -451,4 +512,6 @@ def _same_header(known, new, where):
         raise StoreError(f"{where}: network {new.architecture} differs from the store's {known.architecture}")
     if new.dataset != known.dataset:
         raise StoreError(f"{where}: dataset {new.dataset} does not belong in the {known.dataset} store")
+    if new.snapshot_epochs != known.snapshot_epochs:
+        raise StoreError(f"{where}: snapshot epochs {list(new.snapshot_epochs)} differ from the store's {list(known.snapshot_epochs)}")
     return known

@@ -1,6 +1,6 @@
 """The result file (and checkpoint): HDF5, one group per network, never pickle.
 
-Layout (``format_version`` 3; versions 1 and 2, which kept one dataset per tensor, are still read)::
+Layout (``format_version`` 4; versions 1 to 3 are still read)::
 
     /                       attrs: format, format_version, spec_version, app_version,
                                    torch_version, python_version, platform, device, wu_name,
@@ -9,19 +9,22 @@ Layout (``format_version`` 3; versions 1 and 2, which kept one dataset per tenso
     /networks/<key>/        attrs: init_seed, order_seed, epochs, start_epoch, status,
                                    converged, cpu_seconds, adam_step,
                                    restart_epochs (int64 [n]: epochs after which the
-                                   restart rule re-initialised it; empty if never)
+                                   restart rule re-initialised it; empty if never),
+                                   snapshot_epochs (int64 [S]: the spec's snapshot_epochs
+                                   the network has reached)
         weights             float32 [P]: the network's tensors, each flattened and concatenated in
                             the reference module's state_dict order
                             (``boinc_app.networks.parameter_layout`` of the spec's architecture)
         exp_avg, exp_avg_sq float32 [P]: Adam's moments in the same order, so training can continue
         history             float64 [5, epochs]: rows train_loss, validation_loss,
                             validation_accuracy, post_trigger_accuracy, learning_rate
+        snapshots           float32 [S, P]: the weights after each of snapshot_epochs
 
 Versions 1 and 2 stored each tensor as its own dataset (``<key>/<tensor>``,
 ``adam/exp_avg/<tensor>``, ``history/<field>``): 77 datasets per DS1 network, 2,464 for a
 32-network result, and reading them cost the validator 0.8 s per result in HDF5's per-object
 overhead alone. Version 3 stores four datasets per network (the same layout a dataset store's
-weight rows already use); version 1 lacks ``restart_epochs``.
+weight rows already use); version 4 adds ``snapshots``; version 1 lacks ``restart_epochs``.
 
 The same format serves as the trainer's checkpoint (``complete`` false) and as the uploaded result
 (``complete`` true): one writer, one reader, one set of checks, and a result can seed a follow-up
@@ -64,8 +67,8 @@ from boinc_app.version import __version__
 from boinc_app.workunit_spec import SpecError, spec_from_dict
 
 RESULT_FORMAT = "mlds-result"
-RESULT_FORMAT_VERSION = 3
-READABLE_FORMAT_VERSIONS = (1, 2, 3)  # 1: before restart_epochs; 1 and 2: a dataset per tensor
+RESULT_FORMAT_VERSION = 4
+READABLE_FORMAT_VERSIONS = (1, 2, 3, 4)  # 1: before restart_epochs; 1 and 2: a dataset per tensor; 4: snapshots
 STATUSES = (TRAINING, CONVERGED, CAPPED)
 
 
@@ -131,6 +134,7 @@ def _write_network(group, network, spec_architecture):
             "cpu_seconds": float(network.cpu_seconds),
             "adam_step": network.adam_step,
             "restart_epochs": np.asarray(network.restart_epochs, dtype=np.int64),
+            "snapshot_epochs": np.asarray(sorted(network.snapshots), dtype=np.int64),
         }
     )
     layout = parameter_layout(spec_architecture)
@@ -138,6 +142,9 @@ def _write_network(group, network, spec_architecture):
         group.create_dataset(name, data=flatten_tensors(getattr(network, name), layout))
     history = np.array([network.history[name] for name in HISTORY_FIELDS], dtype=np.float64)
     group.create_dataset("history", data=history.reshape(len(HISTORY_FIELDS), network.epochs))
+    snapshots = [network.snapshots[epoch] for epoch in sorted(network.snapshots)]
+    size = sum(int(np.prod(shape)) for _, shape in layout)
+    group.create_dataset("snapshots", data=np.asarray(snapshots, dtype=np.float32).reshape(len(snapshots), size))
 
 
 def read_result(path, spec=None, max_bytes=None):
@@ -174,6 +181,7 @@ NETWORK_ATTRIBUTES = {
 }  # fmt: skip
 NETWORK_ATTRIBUTES[2] = {**NETWORK_ATTRIBUTES[1], "restart_epochs": "int64[]"}
 NETWORK_ATTRIBUTES[3] = NETWORK_ATTRIBUTES[2]
+NETWORK_ATTRIBUTES[4] = {**NETWORK_ATTRIBUTES[3], "snapshot_epochs": "int64[]"}
 MAX_SPEC_CHARS = 1 << 20  # the embedded spec JSON
 MAX_STRING_CHARS = 1024  # every other string attribute (the validator bounds each more tightly)
 SPARE_NAMES = 32  # a group or attribute set with more members than expected + this is not listed
@@ -354,11 +362,15 @@ class _HostileReader:
         where = f"network {key}"
         layout = parameter_layout(spec.architecture)
         members = FLAT_TENSORS + ("history",) if version >= 3 else (*(k for k, _ in layout), "history", "adam")
+        members += ("snapshots",) if version >= 4 else ()
         group = self.open(networks, key, h5py.Group, where, names=len(members) + len(NETWORK_ATTRIBUTES[version]))
         attrs = self.network_attributes(group, spec, version, where)
         self.members(group, set(members), where)
         read = self.flat_tensors if version >= 3 else self.tensors_per_dataset
         tensors, history = read(group, layout, attrs["epochs"], where)
+        if version < 4 and any(e <= attrs["epochs"] for e in spec.snapshot_epochs):
+            raise ResultFileError(f"{where}: format {version} holds no snapshots, but the spec asks for them")
+        snapshots = self.snapshots(group, spec, attrs, layout, where) if version >= 4 else {}
         return NetworkState(
             key=key,
             init_seed=attrs["init_seed"],
@@ -373,7 +385,18 @@ class _HostileReader:
             cpu_seconds=attrs["cpu_seconds"],
             history=history,
             restart_epochs=_restart_epochs(attrs, key) if version >= 2 else [],
+            snapshots=snapshots,
         )
+
+    def snapshots(self, group, spec, attrs, layout, where):
+        """Format 4: the weights after each of the spec's snapshot epochs the network reached."""
+        epochs = [int(e) for e in attrs["snapshot_epochs"]]
+        expected = [e for e in spec.snapshot_epochs if e <= attrs["epochs"]]
+        if epochs != expected:
+            raise ResultFileError(f"{where}: snapshot_epochs {epochs[:SPARE_NAMES]}, expected {expected} (the spec's, up to its epochs)")
+        size = sum(int(np.prod(shape)) for _, shape in layout)
+        rows = self.tensor(group, "snapshots", (len(epochs), size), np.float32, f"{where}: snapshots")
+        return dict(zip(epochs, rows))
 
     def flat_tensors(self, group, layout, epochs, where):
         """Format 3: weights and moments as flat vectors, split into views per tensor."""

@@ -27,7 +27,7 @@ import torch
 
 from boinc_app import ensemble
 from boinc_app.ensemble_size import ensemble_size
-from boinc_app.networks import build_network, is_head_parameter
+from boinc_app.networks import build_network, flatten_tensors, is_head_parameter, parameter_layout
 from boinc_app.task_data import per_network_loss, score_counts, scores_from_counts
 from machines.random_stream import RawStream, derive_seed
 
@@ -56,6 +56,9 @@ class NetworkState:
     cpu_seconds: float = 0.0
     history: dict = field(default_factory=lambda: {name: [] for name in HISTORY_FIELDS})
     restart_epochs: list = field(default_factory=list)  # epochs after which it was re-initialised
+    # epoch -> float32 [P]: the weights scored in that epoch (before a restart after it), for the
+    # spec's snapshot_epochs, in parameter_layout order
+    snapshots: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -282,6 +285,8 @@ def run_epoch(spec, data, networks, data_index, device="cpu", rules=None, betwee
     for k, network in enumerate(networks):
         _store(network, stored, k)
         network.epochs += 1
+        if network.epochs in spec.snapshot_epochs:
+            network.snapshots[network.epochs] = flatten_tensors(network.weights, parameter_layout(spec.architecture))
         network.cpu_seconds += cpu_each
         values = (train_loss[k], scores.loss[k], scores.accuracy[k], scores.post_trigger_accuracy[k], float(optimizer.lr[k]))
         for name, value in zip(HISTORY_FIELDS, values):

@@ -67,13 +67,18 @@ class WorkunitSpec:
     epoch_budget: int
     max_epochs: int
     resume_from: str = None
+    # epochs after which each network's weights are kept (result format 4): trajectories for
+    # comparisons at equal training; () keeps none, and such a spec's JSON has no field
+    snapshot_epochs: tuple = ()
 
     @property
     def task_name(self):
         return task_label(self.task)
 
     def to_dict(self):
+        snapshots = {"snapshot_epochs": list(self.snapshot_epochs)} if self.snapshot_epochs else {}
         return {
+            **snapshots,
             "format": SPEC_FORMAT,
             "format_version": SPEC_FORMAT_VERSION,
             "spec_version": self.spec_version,
@@ -122,11 +127,24 @@ def spec_from_dict(values):
             epoch_budget=int(values["epoch_budget"]),
             max_epochs=int(values["max_epochs"]),
             resume_from=values.get("resume_from"),
+            snapshot_epochs=_snapshot_epochs(values.get("snapshot_epochs", [])),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise SpecError(f"bad workunit spec: {type(exc).__name__}: {exc}") from None
     _check(spec)
     return spec
+
+
+MAX_SNAPSHOTS = 64
+MAX_SNAPSHOT_EPOCH = 1_000_000  # epochs past max_epochs are allowed (never reached): one tuple per dataset
+
+
+def _snapshot_epochs(values):
+    if not isinstance(values, list) or len(values) > MAX_SNAPSHOTS:
+        raise SpecError(f"snapshot_epochs must be a list of at most {MAX_SNAPSHOTS} epochs")
+    if any(not isinstance(v, int) or isinstance(v, bool) for v in values):
+        raise SpecError(f"snapshot_epochs must hold whole numbers, not {values!r}")
+    return tuple(values)
 
 
 def _check(spec):
@@ -141,6 +159,9 @@ def _check(spec):
     if spec.recipe.batch_size < 1 or spec.data.train_size < 1 or spec.data.validation_size < 1:
         raise SpecError("batch and set sizes must be at least 1")
     _check_restart_fields(spec.recipe)
+    epochs = spec.snapshot_epochs
+    if any(not 1 <= e <= MAX_SNAPSHOT_EPOCH for e in epochs) or any(b <= a for a, b in zip(epochs, epochs[1:])):
+        raise SpecError(f"snapshot_epochs {list(epochs)} must increase within 1..{MAX_SNAPSHOT_EPOCH}")
 
 
 def _check_restart_fields(recipe):

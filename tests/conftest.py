@@ -1,5 +1,6 @@
 """Shared fixtures, and the CI rule: under ``CI=true`` a skipped test is a failure."""
 
+import dataclasses
 import json
 import os
 
@@ -44,11 +45,14 @@ def pytest_runtest_makereport(item, call):
         report.longrepr = f"skipped in CI (CI=true forbids skips): {report.longrepr}"
 
 
-def train_small(directory, dataset="DS1", machine="SingleInvertMachine", networks=2, max_epochs=2, seed=1):
+def train_small(directory, dataset="DS1", machine="SingleInvertMachine", networks=2, max_epochs=2, seed=1, snapshot_epochs=()):
     """Write a small spec into ``directory`` and train it; returns ``(spec_path, result_path)``.
 
-    1,000 training sequences: few enough steps that no network converges in ``max_epochs`` = 2."""
+    1,000 training sequences: few enough steps that no network converges in ``max_epochs`` = 2.
+    No snapshots by default, so the result can be rewritten in the older formats that had none
+    (``write_format_2``); tests/test_validator_snapshots.py covers them."""
     spec = with_data(make_spec(dataset, machine, networks=networks, seed=seed, max_epochs=max_epochs), train_size=1000)
+    spec = dataclasses.replace(spec, snapshot_epochs=snapshot_epochs)
     spec_path = directory / "spec.json"
     result_path = directory / "result.h5"
     write_spec(spec, spec_path)
@@ -120,7 +124,7 @@ def edit_history(f, network, field, change):
 
 
 def write_format_2(source, target):
-    """Rewrite the format-3 result ``source`` as ``target`` in the format-2 layout (a dataset per
+    """Rewrite the format-3 or 4 result (without snapshots) ``source`` as ``target`` in the format-2 layout (a dataset per
     tensor ``<key>/<tensor>``, ``adam/exp_avg/<tensor>``, ``adam/exp_avg_sq/<tensor>``,
     ``history/<field>``), as the format-2 writer did, with the same attributes but
     ``format_version`` 2. Returns ``target``."""
@@ -131,7 +135,7 @@ def write_format_2(source, target):
         networks = new.create_group("networks", track_order=True)
         for key, network in old["networks"].items():
             group = networks.create_group(key, track_order=True)
-            group.attrs.update(dict(network.attrs))
+            group.attrs.update({name: value for name, value in network.attrs.items() if name != "snapshot_epochs"})
             tensors = {name: unflatten_tensors(network[name][()], layout) for name in FLAT_TENSORS}
             for name, values in tensors["weights"].items():
                 group.create_dataset(name, data=values)

@@ -5,6 +5,7 @@ consolidated and released in a child process; its peak resident memory must stay
 store's size. The content must equal what the in-memory merge gives.
 """
 
+import dataclasses
 import subprocess
 import sys
 import textwrap
@@ -20,7 +21,8 @@ BLOCK = 8  # MiB of weight rows at once
 
 
 def synthetic_journal(root, files=FILES, rows=ROWS_PER_FILE, seed=0):
-    header = header_of(make_spec("DS1", "ParityMachine"))
+    # weights only: the snapshot blocks are bounded the same way (tests/test_assimilator_snapshots.py)
+    header = dataclasses.replace(header_of(make_spec("DS1", "ParityMachine")), snapshot_epochs=())
     store = DatasetStore(root, "DS1")
     chance = np.random.default_rng(seed)
     (root / "DS1.journal").mkdir(parents=True)

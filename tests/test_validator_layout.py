@@ -273,7 +273,7 @@ def test_committed_datatype_is_refused(small_result, tmp_path):
 
 @pytest.mark.parametrize(
     "count, fragments",
-    [(100, ("network net-000000 has 109 attributes, expected 9",)),
+    [(100, ("network net-000000 has 110 attributes, expected 10",)),
      (5000, ("network net-000000 has ", " bytes of object header, attributes and links"))],
 )  # fmt: skip
 def test_many_attributes_are_refused_before_listing(small_result, tmp_path, count, fragments):
@@ -287,7 +287,7 @@ def test_many_attributes_are_refused_before_listing(small_result, tmp_path, coun
 
 @pytest.mark.parametrize(
     "count, fragments",
-    [(100, ("network net-000000 holds 104 objects, expected 4",)),
+    [(100, ("network net-000000 holds 105 objects, expected 5",)),
      (5000, ("network net-000000 has ", " bytes of object header, attributes and links"))],
 )  # fmt: skip
 def test_many_members_are_refused_before_listing(small_result, tmp_path, count, fragments):

@@ -84,10 +84,12 @@ class Outcome:
 
 
 def max_result_bytes(spec):
-    """Upper bound on an honest result file's size for ``spec``: per network its weights and two
-    Adam moments (float32), its history (float64 per epoch and field) and HDF5 overhead."""
+    """Upper bound on an honest result file's size for ``spec``: per network its weights, two
+    Adam moments and the snapshots it can reach (float32), its history (float64 per epoch and
+    field) and HDF5 overhead."""
     parameters = sum(int(np.prod(shape)) for shape in expected_shapes(spec.architecture).values())
-    per_network = 3 * 4 * parameters + len(HISTORY_FIELDS) * 8 * spec.max_epochs + (128 << 10)
+    snapshots = sum(1 for e in spec.snapshot_epochs if e <= spec.max_epochs)
+    per_network = (3 + snapshots) * 4 * parameters + len(HISTORY_FIELDS) * 8 * spec.max_epochs + (128 << 10)
     return (1 << 20) + len(spec.networks) * per_network
 
 
@@ -276,6 +278,9 @@ def check_finite(spec, network):
         for name, value in getattr(network, group).items():
             if not np.isfinite(value).all():
                 raise InvalidResult(f"network {key}: {group} {name} holds NaN or Inf")
+    for epoch, values in network.snapshots.items():
+        if not np.isfinite(values).all():
+            raise InvalidResult(f"network {key}: the snapshot after epoch {epoch} holds NaN or Inf")
     for name, values in network.history.items():
         allowed_nan = name == "post_trigger_accuracy" and spec.task["kind"] == "automaton"
         if not allowed_nan and not np.isfinite(values).all():

@@ -118,6 +118,8 @@ def check_follow_up(state, starts):
                 raise SpotCheckFailed(f"network {key}: history {name} before epoch {before} differs from the previous result")
         if network.restart_epochs[: len(start.restart_epochs)] != list(start.restart_epochs):
             raise SpotCheckFailed(f"network {key}: restarts before epoch {before} differ from the previous result")
+        if any(not np.array_equal(network.snapshots.get(e), values) for e, values in start.snapshots.items()):
+            raise SpotCheckFailed(f"network {key}: snapshots before epoch {before} differ from the previous result")
         if network.epochs == before and any(not np.array_equal(network.weights[k], start.weights[k]) for k in start.weights):
             raise SpotCheckFailed(f"network {key}: trained no epoch here, but its weights changed")
 
@@ -251,6 +253,7 @@ def reexecute(spec, data, claimed, start, epochs):
         if network.epochs in claimed.restart_epochs:
             training.restart(spec.architecture, spec.recipe, network)
     compare_history(claimed, network, start.epochs, min(epochs, SHARP_EPOCHS))
+    compare_snapshots(claimed, network, start.epochs)
     if network.epochs == claimed.epochs:
         compare_final(claimed, network, epochs)
 
@@ -267,6 +270,19 @@ def compare_history(claimed, redone, first, count):
             a, b = claimed.history[name][epoch - 1], redone.history[name][epoch - 1]
             if not (abs(a - b) <= tolerance or (math.isnan(a) and math.isnan(b))):
                 raise SpotCheckFailed(f"network {claimed.key}: epoch {epoch} {name} {a:.6f}, re-executed {b:.6f}")
+
+
+def compare_snapshots(claimed, redone, first):
+    """The claimed weights at each snapshot epoch the re-execution reached, as far as
+    ``tolerances`` separates honest from forged (``redone`` began after epoch ``first``)."""
+    for epoch, values in redone.snapshots.items():
+        limit = tolerances(epoch - first)[1]
+        if epoch <= first or limit is None:
+            continue
+        a, b = np.asarray(claimed.snapshots[epoch], dtype=np.float64), np.asarray(values, dtype=np.float64)
+        distance = np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30)
+        if not distance <= limit:
+            raise SpotCheckFailed(f"network {claimed.key}: weights after epoch {epoch} {distance:.3g} (relative L2) from the re-executed")
 
 
 def compare_final(claimed, redone, epochs):

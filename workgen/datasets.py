@@ -14,6 +14,9 @@ from boinc_app.workunit_spec import task_label
 from boinc_app.recipe import AUTOMATON_RECIPE, DEVICE_RECIPE, ConvergenceRule, Recipe
 
 MILESTONES = (100, 500, 1000, 5000, 10000)
+# epochs after which a DS1/DS2 network's weights are kept (spec §4a, SPEC_VERSION 7): dense where
+# DS1 and DS2 networks both still train (DS1 converges in 2-4 epochs, DS2 in 11-13), then sparse
+DEVICE_SNAPSHOT_EPOCHS = (1, 2, 3, 4, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)
 AUTOMATON_SIZES = {"states": 12, "inputs": 4, "outputs": 6}
 
 
@@ -33,6 +36,8 @@ class DatasetConfig:
     # networks packed into one workunit: enough for the trainer's stacked kernels to pay off on a
     # CPU (bench/train_speed.py), few enough that a workunit's budget stays minutes to an hour
     networks_per_workunit: int = 32
+    # every spec of the dataset carries the same tuple (a store holds one), reached or not
+    snapshot_epochs: tuple = ()
 
     @property
     def architecture(self):
@@ -73,6 +78,7 @@ DATASETS = {
         max_epochs=3000,
         epoch_budget=200,
         train_size=DEVICE_SET_SIZES["train"],
+        snapshot_epochs=DEVICE_SNAPSHOT_EPOCHS,
     ),
     "DS2": DatasetConfig(
         "DS2",
@@ -83,6 +89,7 @@ DATASETS = {
         max_epochs=3000,
         epoch_budget=200,
         train_size=DEVICE_SET_SIZES["train"],
+        snapshot_epochs=DEVICE_SNAPSHOT_EPOCHS,
     ),
     "DS3": DatasetConfig(
         "DS3",

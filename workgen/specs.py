@@ -114,6 +114,7 @@ def make_spec(
         epoch_budget=epoch_budget,
         max_epochs=max_epochs,
         resume_from=resume_from,
+        snapshot_epochs=config.snapshot_epochs,
     )
 
 

@@ -10,7 +10,7 @@ operation, so no thread pool exists to be broken by ``fork``. Each child:
   space and CPU time), and uses one thread (one validation per core is the unit of throughput);
 - runs exactly what the script would run in its own process (``validator.boinc_script.main``) and
   sends back the exit code and the log lines; if a limit kills it, the connection closes without
-  an answer and the script reports *transient*, never *valid*.
+  an answer and the script validates in its own process, under the same limits (never *valid*).
 
 It follows BOINC's daemon conventions (``mlds.server.daemon``): SIGHUP or ``stop_daemons`` stops it.
 """
