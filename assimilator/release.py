@@ -89,11 +89,8 @@ def _reproducible_tar_gz(path, members):
 
 
 def _md5_of(path):
-    digest = hashlib.md5()
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "md5").hexdigest()
 
 
 def release_readme(header, columns, count):

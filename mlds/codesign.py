@@ -120,11 +120,8 @@ def load_private_key(text, what="private key"):
 
 
 def file_md5(path):
-    digest = hashlib.md5()
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "md5").hexdigest()
 
 
 def sign_md5(md5_hex, private_key):
