@@ -81,16 +81,8 @@ def results_by_workunit(project):
 
 
 def wait_with_updates(project, client, condition, timeout, what):
-    asked = [0.0]
-
-    def check():
-        if time.monotonic() - asked[0] > 10:
-            client.update(project.url)
-            asked[0] = time.monotonic()
-        return condition()
-
     try:
-        wait_until(check, timeout, what, interval=0.5)
+        client.wait_updating(project.url, condition, timeout, what)
     except ServiceError as error:
         pytest.fail(f"{error}\nresults: {results_by_workunit(project)}\n{project.diagnostics(40)}\n"
                     f"== client ==\n{tail(client.log, 60)}")  # fmt: skip

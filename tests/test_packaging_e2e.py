@@ -29,7 +29,7 @@ from click.testing import CliRunner
 
 from assimilator.store import DatasetStore
 from mlds.boinc_local.errors import ServiceError
-from mlds.boinc_local.waiting import tail, wait_until
+from mlds.boinc_local.waiting import tail
 from mlds.cli import main
 from mlds.package import appversion
 from mlds.package.signing import app_files
@@ -111,16 +111,8 @@ def text(column):
 
 
 def wait_with_updates(project, client, condition, timeout, what):
-    asked = [0.0]
-
-    def check():
-        if time.monotonic() - asked[0] > 10:
-            client.update(project.url)
-            asked[0] = time.monotonic()
-        return condition()
-
     try:
-        wait_until(check, timeout, what, interval=0.5)
+        client.wait_updating(project.url, condition, timeout, what)
     except ServiceError as error:
         results = project.query("SELECT name, server_state, outcome, validate_state, exit_status, stderr_out FROM result")
         pytest.fail(f"{error}\nresults: {results}\n{project.diagnostics(40)}\n== client ==\n{tail(client.log, 80)}")

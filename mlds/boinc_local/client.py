@@ -24,6 +24,7 @@ import hashlib
 import re
 import secrets
 import subprocess
+import time
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
@@ -168,6 +169,19 @@ class BoincClient:
     def update(self, project_url):
         """Ask for a scheduler RPC now (reports results, asks for work)."""
         self.boinccmd("--project", project_url, "update")
+
+    def wait_updating(self, project_url, condition, timeout, what, every=10.0):
+        """``wait_until(condition)``, asking for a scheduler RPC every ``every`` seconds (the
+        client's own back-off would otherwise pace a test); raises ``ServiceError`` on timeout."""
+        asked = [float("-inf")]
+
+        def check():
+            if time.monotonic() - asked[0] > every:
+                self.update(project_url)
+                asked[0] = time.monotonic()
+            return condition()
+
+        wait_until(check, timeout, what, interval=0.5)
 
     def tasks(self):
         """``boinccmd --get_tasks`` as one dict per task (field name -> text)."""
