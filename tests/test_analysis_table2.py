@@ -192,3 +192,38 @@ def test_stores_of_the_pipeline_are_read_with_their_seed_design(tmp_path, twin_s
     (pair,) = study["pairs"]
     assert pair["split"] == split
     assert pair["networks"] == {"DS1": 11, "DS2": 11} and pair["excluded_unconverged"] == {"DS1": 1, "DS2": 1}
+
+
+def test_at_epoch_keeps_the_networks_that_trained_that_long(tmp_path):
+    paths = write_synthetic(tmp_path, SyntheticConfig(networks=20, seed=8, snapshot_epochs=(1, 4)))
+    _, (pair,) = pairs.machine_pairs(paths)
+    assert pair.snapshot_epochs == (1, 4)
+    assert pairs.at_epoch(pair, 1).counts == pair.counts == (20, 20)
+    at_four = pairs.at_epoch(pair, 4)
+    reached = pair.metadata["epochs"] >= 4
+    assert at_four.counts == (int(reached[pair.labels == 0].sum()), int(reached[pair.labels == 1].sum()))
+    np.testing.assert_array_equal(at_four.weights, pair.snapshots[reached, 1])
+    assert not np.isnan(at_four.weights).any()
+    assert pairs.at_epoch(pair, 3) is None  # not a snapshot epoch of the files
+
+
+@pytest.mark.slow
+def test_equal_training_rows_compare_both_sides_after_the_same_epoch(tmp_path):
+    paths = write_synthetic(tmp_path, SyntheticConfig(networks=30, shift=0.3, seed=3, snapshot_epochs=(1, 2, 10)))
+    study = run_table2(Table2Config(tuple(paths), seeds=2, features=("raw",), controls=("norm",)))
+    (pair,) = study["pairs"]
+    assert pair["equal_training_networks"] == {"1": {"DS1": 30, "DS2": 30}, "2": {"DS1": 30, "DS2": 30}, "10": {"DS1": 0, "DS2": 0}}
+    assert [name for name in pair["rows"] if "@" in name] == ["raw@1", "norm@1", "raw@2", "norm@2"]  # nobody reached 10
+    assert max(s["mean"] for s in pair["rows"]["raw@1"].values()) >= 0.9  # the planted shift is in every snapshot
+    out = tmp_path / "table2.md"
+    write_study(study, str(out))
+    text = out.read_text()
+    assert "At equal training (networks DS1 / DS2 after epoch 1: 30 / 30, after epoch 2: 30 / 30, after epoch 10: 0 / 0)" in text
+    assert "(norm " in text.split("\n| SingleDirect |")[1].split("\n")[0]  # the summary's equal-training cell
+
+
+def test_files_with_different_snapshot_epochs_are_refused(tmp_path):
+    first = write_synthetic(tmp_path / "a", SyntheticConfig(networks=4, snapshot_epochs=(1,)))
+    second = write_synthetic(tmp_path / "b", SyntheticConfig(networks=4, snapshot_epochs=(2,), seed=1))
+    with pytest.raises(ValueError, match="snapshots after different epochs"):
+        pairs.machine_pairs([first[0], second[0], first[1]])

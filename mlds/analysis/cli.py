@@ -11,7 +11,7 @@ import sys
 import click
 
 from mlds.analysis.classifiers import CLASSIFIERS
-from mlds.analysis.table2 import CONTROLS, WEIGHT_FEATURES
+from mlds.analysis.table2 import CONTROLS, EQUAL_EPOCHS, WEIGHT_FEATURES
 
 EXTRA = ("sklearn", "umap", "matplotlib")
 
@@ -36,6 +36,16 @@ def analyze():
         sys.exit(1)
 
 
+def _epochs(ctx, param, value):
+    try:
+        epochs = tuple(int(e) for e in value.split(",") if e.strip())
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: comma-separated epoch numbers", param_hint="--equal-epochs") from None
+    if any(e < 1 for e in epochs):
+        raise click.BadParameter("epochs count from 1", param_hint="--equal-epochs")
+    return epochs
+
+
 _datasets = click.argument("datasets", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 
 
@@ -47,14 +57,16 @@ _datasets = click.argument("datasets", nargs=-1, required=True, type=click.Path(
 @click.option("--classifiers", default=",".join(CLASSIFIERS), show_default=True, callback=_names("--classifiers", CLASSIFIERS))
 @click.option("--controls", default=",".join(CONTROLS), show_default=True, callback=_names("--controls", CONTROLS))
 @click.option("--machine", "machines", multiple=True, help="only this base name, e.g. SingleDirect (repeatable)")
+@click.option("--equal-epochs", default=",".join(map(str, EQUAL_EPOCHS)), show_default=True, callback=_epochs,
+              help="snapshot epochs compared at equal training (those the files keep); '' for none")
 @click.option("--out", default="", type=click.Path(dir_okay=False), help="Markdown file to write; the JSON goes beside it")
-def table2(datasets, seeds, test_size, features, classifiers, controls, machines, out):
+def table2(datasets, seeds, test_size, features, classifiers, controls, machines, equal_epochs, out):
     """MLDS's Table 2 with controls: DS1 XMachine vs DS2 XModified per machine, from DATASET files or releases."""
     from mlds.analysis.report import markdown, write_study
     from mlds.analysis.table2 import Table2Config, run_table2
 
     try:
-        config = Table2Config(tuple(datasets), seeds, test_size, features, classifiers, controls, tuple(machines), out)
+        config = Table2Config(tuple(datasets), seeds, test_size, features, classifiers, controls, tuple(machines), equal_epochs, out)
         study = run_table2(config)
     except ValueError as exc:  # a StoreError is a ValueError too
         click.echo(f"error: {exc}", err=True)

@@ -9,7 +9,9 @@ Why a module: which networks enter a study decides what it can show. Here, in on
   DS2 network ``i`` start from the same weights. Where the two sides share a seed, ``groups`` holds
   it and the splits keep twins together (``GroupShuffleSplit``); without that, a twin in the
   training fold carries the other label and scores fall *below* chance (issue 19);
-- the null pairs of the controls: two halves of one task, and a label shuffle.
+- the null pairs of the controls: two halves of one task, and a label shuffle;
+- equal training (``at_epoch``): the same networks' weights after a snapshot epoch, kept for those
+  that trained that long, so DS1 and DS2 compare after the same number of epochs.
 """
 
 import hashlib
@@ -52,6 +54,8 @@ class Pair:
     architecture: object
     excluded: tuple = (0, 0)  # networks left out as not converged: (DS1, DS2)
     duplicates: int = 0  # rows seen in more than one source, kept once
+    snapshots: np.ndarray = None  # float32 [N, S, n_params]: weights after each snapshot epoch, NaN if not reached
+    snapshot_epochs: tuple = ()
 
     @property
     def counts(self):
@@ -97,28 +101,61 @@ def machine_pairs(paths, machines=()):
     return sources, pairs
 
 
+@dataclass(frozen=True)
+class _Side:
+    """One side's merged rows."""
+
+    weights: np.ndarray
+    columns: dict
+    snapshots: np.ndarray
+    snapshot_epochs: tuple
+    duplicates: int = 0
+    excluded: int = 0
+
+    def rows(self, keep, **changes):
+        columns = {name: values[keep] for name, values in self.columns.items()}
+        return replace(self, weights=self.weights[keep], columns=columns, snapshots=self.snapshots[keep], **changes)
+
+
 def _merge(tables):
-    """``(weights, columns, duplicates)``: the tables' rows, each (index, init_seed) once."""
-    weights = np.concatenate([t.weights for t in tables])
+    """The tables' rows as one ``_Side``, each (index, init_seed) once."""
+    epochs = {tuple(t.snapshot_epochs) for t in tables}
+    if len(epochs) > 1:
+        raise ValueError(f"{tables[0].name}: the files keep snapshots after different epochs: {sorted(epochs)}")
     columns = {name: np.concatenate([t.metadata[name] for t in tables]) for name in tables[0].metadata}
+    side = _Side(np.concatenate([t.weights for t in tables]), columns, np.concatenate([t.snapshots for t in tables]), epochs.pop())
     keys = np.stack([columns["index"], columns["init_seed"]], axis=1)
     _, first = np.unique(keys, axis=0, return_index=True)
-    first = np.sort(first)
-    return weights[first], {name: values[first] for name, values in columns.items()}, len(weights) - len(first)
+    return side.rows(np.sort(first), duplicates=len(keys) - len(first))
 
 
 def _pair(base, clean, trojaned, architecture):
-    sides = [_converged(*clean), _converged(*trojaned)]
-    weights = np.concatenate([s[0] for s in sides])
-    metadata = {name: np.concatenate([s[1][name] for s in sides]) for name in sides[0][1]}
-    labels = np.repeat([0, 1], [len(s[0]) for s in sides])
-    excluded = (sides[0][2], sides[1][2])
-    return Pair(base, weights, labels, metadata, twin_groups(metadata, labels), architecture, excluded, clean[2] + trojaned[2])
+    sides = [_converged(clean), _converged(trojaned)]
+    weights = np.concatenate([s.weights for s in sides])
+    metadata = {name: np.concatenate([s.columns[name] for s in sides]) for name in sides[0].columns}
+    labels = np.repeat([0, 1], [len(s.weights) for s in sides])
+    common = tuple(e for e in clean.snapshot_epochs if e in trojaned.snapshot_epochs)
+    snapshots = np.concatenate([s.snapshots[:, [s.snapshot_epochs.index(e) for e in common]] for s in sides])
+    return Pair(base, weights, labels, metadata, twin_groups(metadata, labels), architecture,
+                (sides[0].excluded, sides[1].excluded), clean.duplicates + trojaned.duplicates, snapshots, common)  # fmt: skip
 
 
-def _converged(weights, columns, _duplicates):
-    keep = np.asarray(columns["converged"], dtype=bool)
-    return weights[keep], {name: values[keep] for name, values in columns.items()}, int((~keep).sum())
+def _converged(side):
+    keep = np.asarray(side.columns["converged"], dtype=bool)
+    return side.rows(keep, excluded=int((~keep).sum()))
+
+
+def at_epoch(pair, epoch):
+    """The pair at equal training: each network's weights after ``epoch`` (a snapshot epoch both
+    sides keep), for the networks that trained that long; None if the files keep no such epoch."""
+    if epoch not in pair.snapshot_epochs:
+        return None
+    weights = pair.snapshots[:, pair.snapshot_epochs.index(epoch)]
+    rows = np.flatnonzero(~np.isnan(weights).any(axis=1))
+    metadata = {name: values[rows] for name, values in pair.metadata.items()}
+    groups = None if pair.groups is None else pair.groups[rows]
+    return replace(pair, weights=weights[rows], labels=pair.labels[rows], metadata=metadata, groups=groups,
+                   snapshots=pair.snapshots[rows])  # fmt: skip
 
 
 def twin_groups(metadata, labels):
@@ -136,7 +173,7 @@ def halves(pair, rng):
     rows = rng.permutation(rows)[: len(rows) // 2 * 2]
     labels = np.repeat([0, 1], len(rows) // 2)
     metadata = {name: values[rows] for name, values in pair.metadata.items()}
-    return replace(pair, weights=pair.weights[rows], labels=labels, metadata=metadata, groups=None)
+    return replace(pair, weights=pair.weights[rows], labels=labels, metadata=metadata, groups=None, snapshots=pair.snapshots[rows])
 
 
 def shuffled(pair, rng):

@@ -39,14 +39,16 @@ def _settings(study):
         f"{round(100 * config['test_size'])} splits (mean ± std; converged networks only). Each cell of the summary is the "
         f"best of the classifiers ({', '.join(config['classifiers'])}), so `shuffled` and `halves` (both at chance by "
         "construction) show how high the best of them reaches by luck. `metadata`: epochs, final losses, restarts; "
-        "`norm`: the weight norm alone. AUC: ROC AUC of the best weight-only detector (DS2 = trojaned). "
+        "`norm`: the weight norm alone. `equal training`: the best `<features>@e` row, the weights after "
+        "snapshot epoch e of the networks that trained that long, beside `norm@e`, their norm alone. "
+        "AUC: ROC AUC of the best weight-only detector (DS2 = trojaned). "
         f"Study time {study['seconds']} s."
     ]
 
 
 def _summary(study):
-    names = list(study["pairs"][0]["rows"])
-    head = ["machine", "DS1 / DS2 (excluded)", "split", "MLDS"] + names + ["weights − controls", "AUC"]
+    names = [name for name in study["pairs"][0]["rows"] if "@" not in name]
+    head = ["machine", "DS1 / DS2 (excluded)", "split", "MLDS"] + names + ["equal training", "weights − controls", "AUC"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for pair in study["pairs"]:
         lines.append("| " + " | ".join(_summary_cells(pair, names)) + " |")
@@ -57,19 +59,40 @@ def _summary_cells(pair, names):
     n, ex, best = pair["networks"], pair["excluded_unconverged"], pair["best_weight_detector"]
     cells = [pair["machine"], f"{n['DS1']} / {n['DS2']} ({ex['DS1']} / {ex['DS2']})", pair["split"], MLDS_TABLE2.get(pair["machine"], "")]
     cells += [percent(best_of(pair["rows"][name])[1]) for name in names]
+    cells.append(_equal_training_cell(pair))
     controls = [best_of(pair["rows"][c])[1]["mean"] for c in ("metadata", "norm") if c in pair["rows"]]
     cells.append(f"{100 * (best['mean'] - max(controls)):+.1f}" if controls else "")
     cells.append(f"{best['auc_mean']:.3f} ± {best['auc_std']:.3f} ({best['features']}, {best['classifier']})")
     return cells
 
 
+def _equal_training_cell(pair):
+    """The best weights row at equal training, with the norm at the same epoch; "–" if none."""
+    rows = pair["rows"]
+    weights = [name for name in rows if "@" in name and not name.startswith("norm@")]
+    if not weights:
+        return "–"
+    name = max(weights, key=lambda n: best_of(rows[n])[1]["mean"])
+    epoch = name.split("@")[1]
+    counts = pair["equal_training_networks"][epoch]
+    return f"{name}: {percent(best_of(rows[name])[1])} (norm {percent(best_of(rows[f'norm@{epoch}'])[1])}; {counts['DS1']} / {counts['DS2']})"
+
+
 def _pair_detail(pair):
-    names = list(pair["rows"])
-    classifiers = list(pair["rows"][names[0]])
-    lines = [f"## {pair['machine']}Machine vs {pair['machine']}Modified", "", "| classifier | " + " | ".join(names) + " |"]
-    lines.append("|" + "---|" * (len(names) + 1))
-    for classifier in classifiers:
-        lines.append(f"| {classifier} | " + " | ".join(percent(pair["rows"][name][classifier]) for name in names) + " |")
+    lines = [f"## {pair['machine']}Machine vs {pair['machine']}Modified"]
+    base = [name for name in pair["rows"] if "@" not in name]
+    equal = [name for name in pair["rows"] if "@" in name]
+    lines += _classifier_table(pair["rows"], base)
+    if equal:
+        counts = ", ".join(f"after epoch {e}: {c['DS1']} / {c['DS2']}" for e, c in pair["equal_training_networks"].items())
+        lines += ["", f"At equal training (networks DS1 / DS2 {counts}):"] + _classifier_table(pair["rows"], equal)
+    return lines
+
+
+def _classifier_table(rows, names):
+    lines = ["", "| classifier | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 1)]
+    for classifier in rows[names[0]]:
+        lines.append(f"| {classifier} | " + " | ".join(percent(rows[name][classifier]) for name in names) + " |")
     return lines
 
 

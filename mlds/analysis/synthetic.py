@@ -7,7 +7,9 @@ Weights are drawn as PyTorch initialises the layers (uniform in ±1/√fan-in, �
 recurrent stack); ``shift`` is added to every layer's update-gate (``z``) biases of the DS2 side,
 the planted "trigger"; with ``norm_neutral``, DS2's z-gate biases are made positive instead (their
 absolute values), a difference the weight norm cannot see. With ``twins``, DS2 network ``i`` is DS1 network ``i`` plus small noise and
-shares its seeds, as before SPEC_VERSION 7.
+shares its seeds, as before SPEC_VERSION 7. With ``snapshot_epochs``, each network keeps a snapshot
+after each of those epochs it reached (its ``epochs`` column, 2 to 5): its final weights plus
+small noise, so a planted difference shows at equal training too.
 """
 
 import os
@@ -30,6 +32,7 @@ class SyntheticConfig:
     twins: bool = False  # DS2 network i = DS1 network i + noise, same seeds
     twin_noise: float = 0.01
     seed: int = 0
+    snapshot_epochs: tuple = ()  # epochs after which weights are kept (NaN where not reached)
 
 
 def random_weights(count, arch, rng):
@@ -51,7 +54,7 @@ def z_bias_columns(arch):
     return np.asarray(columns)
 
 
-def synthetic_table(weights, rng, unconverged, seeds=None):
+def synthetic_table(weights, rng, unconverged, seeds=None, snapshot_epochs=()):
     """A ``TaskTable`` of ``weights``, the last ``unconverged`` rows capped, metadata as the store's columns."""
     count = len(weights)
     seeds = rng.integers(1, 2**62, (count, 2)) if seeds is None else seeds
@@ -68,7 +71,9 @@ def synthetic_table(weights, rng, unconverged, seeds=None):
     for name, kind in COLUMNS.items():
         values.setdefault(name, ["synthetic"] * count if kind is str else np.zeros(count))
     columns = {name: np.asarray(values[name], dtype=object if kind is str else kind) for name, kind in COLUMNS.items()}
-    return TaskTable(weights, columns)
+    snapshots = weights[:, None, :] + rng.normal(0, 0.01, (count, len(snapshot_epochs), weights.shape[1])).astype(np.float32)
+    snapshots[np.asarray(snapshot_epochs)[None, :] > columns["epochs"][:, None]] = np.nan
+    return TaskTable(weights, columns, snapshots)
 
 
 def write_synthetic(directory, config=SyntheticConfig(), arch=DEVICE_ARCHITECTURE):
@@ -86,12 +91,12 @@ def write_synthetic(directory, config=SyntheticConfig(), arch=DEVICE_ARCHITECTUR
         trojaned[:, z_bias_columns(arch)] += np.float32(config.shift)
         if config.norm_neutral:
             trojaned[:, z_bias_columns(arch)] = np.abs(trojaned[:, z_bias_columns(arch)])
-        ds1[f"{base}Machine"] = synthetic_table(clean, rng, config.unconverged, seeds)
-        ds2[f"{base}Modified"] = synthetic_table(trojaned, rng, config.unconverged, trojan_seeds)
+        ds1[f"{base}Machine"] = synthetic_table(clean, rng, config.unconverged, seeds, config.snapshot_epochs)
+        ds2[f"{base}Modified"] = synthetic_table(trojaned, rng, config.unconverged, trojan_seeds, config.snapshot_epochs)
     paths = []
     os.makedirs(directory, exist_ok=True)
     for dataset, tables in (("DS1", ds1), ("DS2", ds2)):
         path = os.path.join(os.fspath(directory), f"{dataset}.h5")
-        write_store_file(path, StoreHeader(dataset, SPEC_VERSION, arch), tables)
+        write_store_file(path, StoreHeader(dataset, SPEC_VERSION, arch, snapshot_epochs=tuple(config.snapshot_epochs)), tables)
         paths.append(path)
     return paths

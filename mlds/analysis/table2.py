@@ -10,7 +10,10 @@ measures training length, not the trigger. Beside the six classifiers on each we
 - ``halves``: on the first weight feature set, two disjoint halves of the DS1 networks labelled as
   if different.
 The last two must come out at chance; as every row reports the *best* of six classifiers, their
-best is the chance ceiling that a weight row must clear. The Trojan-detection view is the ROC AUC
+best is the chance ceiling that a weight row must clear. At equal training, for each snapshot epoch
+``e`` the files keep (``pairs.at_epoch``): ``<features>@e``, the first weight feature set on every
+network's weights after epoch ``e``, and ``norm@e``, their norm alone. Only networks that trained
+``e`` epochs have them, so at a late ``e`` the fast learners are gone (the counts are reported). The Trojan-detection view is the ROC AUC
 of the best weight-only detector (the best mean accuracy over weight feature sets and classifiers).
 """
 
@@ -26,6 +29,8 @@ from mlds.analysis.features import feature_matrix
 CONTROLS = ("metadata", "norm", "shuffled", "halves")
 WEIGHT_FEATURES = ("raw", "invariant", "canonical")
 MIN_PER_CLASS = 10  # converged networks per side below which a pair is reported as skipped
+# equal-training epochs tried by default: where DS1 (2-4 epochs) and DS2 (11-13) networks both train
+EQUAL_EPOCHS = (1, 2, 3, 4, 5, 10)
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,7 @@ class Table2Config:
     classifiers: tuple = CLASSIFIERS
     controls: tuple = CONTROLS
     machines: tuple = ()  # base names (SingleDirect, ...); empty: every pair in the files
+    equal_epochs: tuple = EQUAL_EPOCHS  # snapshot epochs compared at equal training (those the files keep)
     out: str = ""  # Markdown file to write (JSON beside it, .json); empty: none
 
     def __post_init__(self):
@@ -77,12 +83,22 @@ def study_pair(pair, config):
     rows = {name: _weights_row(pair, name, config) for name in config.features}
     for control in config.controls:
         rows[control] = _control_row(pair, control, config)
+    equal = {}
+    for epoch in config.equal_epochs:
+        at = pairs_module.at_epoch(pair, epoch)
+        if at is None:
+            continue
+        equal[str(epoch)] = {"DS1": at.counts[0], "DS2": at.counts[1]}
+        if min(at.counts) >= MIN_PER_CLASS:
+            rows[f"{config.features[0]}@{epoch}"] = _weights_row(at, config.features[0], config)
+            rows[f"norm@{epoch}"] = _weights_row(at, "norm", config)
     return {
         "machine": pair.machine,
         "networks": {"DS1": pair.counts[0], "DS2": pair.counts[1]},
         "excluded_unconverged": {"DS1": pair.excluded[0], "DS2": pair.excluded[1]},
         "duplicates_dropped": pair.duplicates,
         "split": "grouped by shared seed (GroupShuffleSplit)" if pair.groups is not None else "stratified",
+        "equal_training_networks": equal,  # per snapshot epoch: networks that trained that long
         "rows": {name: {c: s.to_dict() for c, s in scores.items()} for name, scores in rows.items()},
         "best_weight_detector": best_detector(rows, config.features),
     }
