@@ -7,9 +7,11 @@ is ``<app_init_data>`` with one element per field, numbers written with C's ``%d
 ``shared/reference/boinc-protocol.md`` §1.3). Nested blocks (``host_info``,
 ``global_preferences``, ``project_preferences``, …) are skipped: the trainer needs none of them.
 
-The file is parsed with lxml without entity resolution, DTD loading or network access, and a
-document with a DOCTYPE is refused outright (the client never writes one, so a DOCTYPE can only
-be an attack or corruption). Every error names the file and the problem.
+The file is parsed with the standard library's expat (``xml.parsers.expat``), event by event,
+and a document with a DOCTYPE is refused the moment its declaration starts, before any entity
+could be declared, expanded or fetched (the client never writes one, so a DOCTYPE can only be an
+attack or corruption). The frozen trainer so needs no lxml (10 MB of the bundle). Every error
+names the file and the problem.
 
 Defaults follow the client/API where a field is absent: ``fraction_done_end`` 1,
 ``checkpoint_period`` 0 meaning the API's fallback of 300 s, ``gpu_device_num`` -1 (no GPU).
@@ -19,7 +21,7 @@ import math
 import os
 from dataclasses import dataclass
 
-from lxml import etree
+from xml.parsers import expat
 
 from boinc_app.boinc_errors import InitDataError
 
@@ -106,36 +108,55 @@ def read_init_data(path=INIT_DATA_FILE):
 
 def parse_init_data(payload, source=INIT_DATA_FILE):
     """``InitData`` from the bytes of an ``init_data.xml``."""
-    root = _parse_xml(payload, source)
     values = {}
-    for child in root:
-        if not isinstance(child.tag, str) or child.tag in values:
-            continue  # comments, processing instructions; a repeated field keeps its first value
-        kind = _kind(child.tag)
-        if kind is None:
-            continue  # a field or block the trainer does not use
-        if len(child):
-            raise InitDataError(f"{source}: <{child.tag}> must hold a value, not elements")
-        values[child.tag] = _convert(kind, (child.text or "").strip(), child.tag, source)
+    for tag, text, nested in _fields(payload, source):
+        kind = _kind(tag)
+        if kind is None or tag in values:
+            continue  # a field or block the trainer does not use; a repeated field keeps its first value
+        if nested:
+            raise InitDataError(f"{source}: <{tag}> must hold a value, not elements")
+        values[tag] = _convert(kind, text.strip(), tag, source)
     data = InitData(**values)
     _check(data, source)
     return data
 
 
-def _parse_xml(payload, source):
-    parser = etree.XMLParser(
-        resolve_entities=False, no_network=True, load_dtd=False, dtd_validation=False, huge_tree=False
-    )
+class _Doctype(Exception):
+    """Raised from expat's handler: the document declares a DOCTYPE."""
+
+
+def _fields(payload, source):
+    """``[(tag, text, nested)]`` for each child of the ``<app_init_data>`` root, in order, where
+    ``text`` is the child's own text and ``nested`` whether it holds elements."""
+    fields, path = [], []
+    parser = expat.ParserCreate()
+
+    def start(tag, _attributes):
+        if not path and tag != "app_init_data":
+            raise InitDataError(f"{source}: root element is <{tag}>, expected <app_init_data>")
+        if len(path) == 1:
+            fields.append([tag, "", False])
+        elif len(path) == 2:
+            fields[-1][2] = True
+        path.append(tag)
+
+    def text(data):
+        if len(path) == 2:
+            fields[-1][1] += data
+
+    def doctype(*_):
+        raise _Doctype()
+
+    parser.StartElementHandler, parser.EndElementHandler = start, lambda _tag: path.pop()
+    parser.CharacterDataHandler, parser.StartDoctypeDeclHandler = text, doctype
+    parser.EntityDeclHandler = doctype  # never reached without a DOCTYPE; kept as a second lock
     try:
-        tree = etree.fromstring(payload, parser).getroottree()
-    except etree.XMLSyntaxError as exc:
+        parser.Parse(payload, True)
+    except _Doctype:
+        raise InitDataError(f"{source}: has a DOCTYPE (the BOINC client never writes one); refused") from None
+    except expat.ExpatError as exc:
         raise InitDataError(f"{source}: not well-formed XML: {exc}") from None
-    if tree.docinfo.doctype or tree.docinfo.internalDTD is not None:
-        raise InitDataError(f"{source}: has a DOCTYPE (the BOINC client never writes one); refused")
-    root = tree.getroot()
-    if root.tag != "app_init_data":
-        raise InitDataError(f"{source}: root element is <{root.tag}>, expected <app_init_data>")
-    return root
+    return [tuple(field) for field in fields]
 
 
 def _kind(tag):

@@ -218,3 +218,18 @@ def test_gpu_type_torch_cannot_drive_is_a_permanent_error():
     with pytest.raises(BoincAppError, match="intel_gpu") as error:
         select_device(InitData(gpu_type="intel_gpu", gpu_device_num=0), FakeCuda(1))
     assert not isinstance(error.value, TemporaryExit)
+
+
+def test_the_trainer_imports_no_lxml():
+    """The frozen trainer leaves lxml (10 MB) out: the volunteer's app parses with the standard library."""
+    import subprocess
+    import sys
+
+    code = "import sys, boinc_app.main, boinc_app.boinc_task; print('lxml' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
+
+
+def test_a_repeated_field_keeps_its_first_value_and_entities_of_xml_itself_are_read():
+    data = parse_init_data(b"<app_init_data><wu_name>a&amp;b</wu_name><wu_name>second</wu_name><!-- c --></app_init_data>")
+    assert data.wu_name == "a&b"
