@@ -30,14 +30,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from boinc_app.workunit_spec import write_spec  # noqa: E402
 from mlds.package.contents import bundle_modules, unpacked_bytes, zipped_bytes  # noqa: E402
-from mlds.package.freeze import COMPILER_ONLY, DEV_TOOLS, NAME, REPO_ROOT, FreezeConfig, freeze  # noqa: E402
+from mlds.package.freeze import COMPILER_ONLY, CUTS, DEV_TOOLS, NAME, REPO_ROOT, FreezeConfig, freeze  # noqa: E402
 from workgen.specs import make_spec, with_data  # noqa: E402
 
 RUNGS = {
     "none": dict(excludes=(), drop=()),
     "dev-tools": dict(excludes=DEV_TOOLS, drop=()),
     "compiler-only": dict(excludes=DEV_TOOLS + COMPILER_ONLY, drop=()),
-    "default": dict(),  # + torch's C++ test programs: FreezeConfig's defaults
+    "torch-tests": dict(excludes=CUTS),  # + torch's C++ test programs
+    "default": dict(),  # + the build environment's packages outside the trainer's requirements: FreezeConfig's defaults
     "strip": dict(strip=True),
 }
 
@@ -113,7 +114,9 @@ def startup_rows(bundle, repeats):
 @click.option("--repeats", default=5, show_default=True)
 def main(out, rungs, existing, startup, repeats):
     bundle = Path(existing).resolve() if existing else None
-    if bundle is None:
+    if bundle is not None:
+        print(json.dumps(size_row("given", bundle, 0.0)), flush=True)
+    else:
         for name in rungs.split(","):
             bundle, seconds = build_rung(name, Path(out).resolve())
             print(json.dumps(size_row(name, bundle, seconds)), flush=True)

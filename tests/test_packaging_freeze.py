@@ -24,6 +24,7 @@ from click.testing import CliRunner
 from boinc_app.result_file import read_result
 from boinc_app.version import __version__
 from mlds.cli import main
+from mlds.package.closure import foreign_modules
 from mlds.package.contents import bundle_modules, server_modules
 from mlds.package.freeze import NAME, REPO_ROOT, FreezeConfig, build_inputs_digest, freeze
 from tests.conftest import IN_CI, train_spec
@@ -91,6 +92,15 @@ def test_bundle_holds_the_trainer_and_no_server_module(bundle):
     modules = bundle_modules(str(bundle), str(bundle / NAME))
     assert {"boinc_app.main", "boinc_app.training", "machines.automata", "torch.optim.adam"} <= modules
     assert server_modules(modules) == []
+
+
+def test_bundle_holds_no_package_outside_the_trainer_s_requirements(bundle):
+    """Whatever else the build environment holds (CI's has the analysis extra: scipy, numba,
+    matplotlib, lxml...), the bundle carries only the closure of the trainer's requirements."""
+    tops = {m.split(".")[0] for m in bundle_modules(str(bundle), str(bundle / NAME))}
+    foreign = set(foreign_modules())
+    assert "torch" in tops and "h5py" in tops
+    assert tops & foreign == set(), sorted(tops & foreign)
 
 
 def test_no_trainer_module_misses_an_import(bundle):

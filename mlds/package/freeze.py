@@ -13,6 +13,9 @@ Volunteers install no Python and no torch: BOINC sends them this bundle. The cho
   import ``mlds``, ``workgen``, ``validator`` or ``assimilator``, and the bundle's module list
   (``mlds.package.contents``) is the check. An ``--exclude-module mlds`` would hide such an import
   from that check and break the app at run time instead.
+- **foreign packages**: every installed distribution outside the closure of the trainer's
+  requirements is excluded (``mlds.package.closure``), so the bundle is the same whatever else the
+  build environment holds (the analysis extra added 236 MB before).
 - **cuts**: modules the hook collects that the trainer never imports (``CUTS``) and torch's C++
   test programs (``TORCH_TEST_FILES``), left out by the spec (packaging/mlds-train.spec); each
   cut's saving is measured in docs/packaging.md, and the frozen tests pass without them.
@@ -25,7 +28,7 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 NAME = "mlds-train"
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -49,6 +52,13 @@ TORCH_TEST_FILES = ("torch/test/*", "torch/bin/*test*", "torch/bin/*Test", "torc
 CUTS = DEV_TOOLS + COMPILER_ONLY
 
 
+def default_excludes():
+    """``CUTS`` and the build environment's packages outside the trainer's requirements."""
+    from mlds.package.closure import foreign_modules
+
+    return tuple(dict.fromkeys(CUTS + foreign_modules()))
+
+
 @dataclass(frozen=True)
 class FreezeConfig:
     """``dist``: where the bundle goes (``DIST/mlds-train/``); ``work``: PyInstaller's build
@@ -58,7 +68,7 @@ class FreezeConfig:
 
     dist: str = "dist"
     work: str = os.path.join("build", "pyinstaller")
-    excludes: tuple = CUTS
+    excludes: tuple = field(default_factory=default_excludes)
     drop: tuple = TORCH_TEST_FILES
     strip: bool = False
     python: str = sys.executable
