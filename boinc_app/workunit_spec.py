@@ -21,7 +21,7 @@ from boinc_app.recipe import CLIP_NORM_SUMS, RESTART_KINDS, ConvergenceRule, Rec
 
 SPEC_FORMAT = "mlds-workunit-spec"
 SPEC_FORMAT_VERSION = 1
-KNOWN_SPEC_VERSIONS = (1, 2, 3, 4, 5, 6, 7)  # a spec carries its data sizes and recipe, so old ones still train
+KNOWN_SPEC_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8)  # a spec carries its data sizes and recipe, so old ones still train
 
 
 class SpecError(ValueError):

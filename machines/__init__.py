@@ -19,7 +19,7 @@ from machines.devices import (
 )
 from machines.sequences import GENERATOR_NAME, SequenceSet, generate, shared_set
 
-SPEC_VERSION = 7
+SPEC_VERSION = 8
 
 __all__ = [
     "DS1_NAMES",

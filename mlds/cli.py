@@ -67,12 +67,12 @@ def validate(spec, result, resume_path, no_limits):
 
 @main.command()
 @click.option("--dataset", "datasets", multiple=True, type=click.Choice(["DS1", "DS2", "DS3"]), help="repeatable [default: DS1]")
-@click.option("--machine", "tasks", multiple=True, help="only these machines / automaton-NNN (repeatable) [default: all]")
-@click.option("--networks", default=8, show_default=True, help="networks per machine (task)")
+@click.option("--machine", "tasks", multiple=True, help="only these machines / automaton-NNN (repeatable) [default: all; DS3: automaton-000, -001]")
+@click.option("--networks", type=int, help="networks per machine (task) [default: 8; DS3: 4]")
 @click.option("--networks-per-workunit", type=int, help="[default: the dataset's, 32 for DS1/DS2, 8 for DS3]")
 @click.option("--workers", default=0, help="trainer processes at once [default: one per core]")
-@click.option("--max-epochs", default=30, show_default=True, help="epoch cap per network")
-@click.option("--epoch-budget", default=10, show_default=True, help="epochs per workunit before a follow-up")
+@click.option("--max-epochs", type=int, help="epoch cap per network [default: 30; DS3: 100]")
+@click.option("--epoch-budget", type=int, help="epochs per workunit before a follow-up [default: 10; DS3: 50]")
 @click.option("--seed", default=1, show_default=True)
 @click.option("--root", default="mlds-data", show_default=True, type=click.Path(file_okay=False), help="where work, store and releases go")
 def run(datasets, tasks, networks, networks_per_workunit, workers, max_epochs, epoch_budget, seed, root):
@@ -91,7 +91,7 @@ def run(datasets, tasks, networks, networks_per_workunit, workers, max_epochs, e
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--machine") from None
     stored = sum(row.count for row in summary_rows(config))
-    display = ProgressDisplay(total=sum(len(p.task_names()) * networks for p in config.plans()), already_stored=stored)
+    display = ProgressDisplay(total=sum(len(p.task_names()) * p.count for p in config.plans()), already_stored=stored)
     engine.on_event = display
     try:
         stats = engine.run()

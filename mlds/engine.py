@@ -37,11 +37,11 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # ingests between consolidations
 class RunConfig:
     root: str = "mlds-data"
     datasets: tuple = ("DS1",)
-    networks: int = 8  # per task
+    networks: int = None  # per task; None: the dataset's local-run default (workgen.datasets)
     networks_per_workunit: int = None  # default: the dataset's
     workers: int = 0  # 0: one per core
-    max_epochs: int = 30
-    epoch_budget: int = 10
+    max_epochs: int = None  # None: the dataset's local-run default
+    epoch_budget: int = None  # None: the dataset's local-run default
     seed: int = 1
     checkpoint_period: float = 60.0
     retries: int = 1  # invalid results or crashed trainers, per workunit
@@ -52,14 +52,22 @@ class RunConfig:
         return self.workers or os.cpu_count() or 1
 
     def plans(self):
-        return [
-            WorkPlan(d, self.networks, self.networks_per_workunit, self.seed, self.max_epochs, self.epoch_budget, self._tasks_of(d))
-            for d in self.datasets
-        ]
+        return [self._plan(d, get_dataset(d).local_run) for d in self.datasets]
 
-    def _tasks_of(self, dataset):
+    def _plan(self, dataset, defaults):
+        return WorkPlan(
+            dataset,
+            self.networks or defaults.networks,
+            self.networks_per_workunit,
+            self.seed,
+            self.max_epochs or defaults.max_epochs,
+            self.epoch_budget or defaults.epoch_budget,
+            self._tasks_of(dataset, defaults),
+        )
+
+    def _tasks_of(self, dataset, defaults):
         if not self.tasks:
-            return None
+            return defaults.tasks
         chosen = tuple(t for t in self.tasks if get_dataset(dataset).has_task(t))
         if not chosen:
             raise ValueError(f"{dataset} has none of the machines {', '.join(self.tasks)}")
@@ -249,8 +257,9 @@ class Engine:
             if header is None:
                 continue
             config = get_dataset(dataset)
-            tasks = self.config.plans()[self.config.datasets.index(dataset)].task_names()
-            milestones = tuple(m for m in (*config.milestones, self.config.networks) if m <= self.config.networks)
+            plan = self.config.plans()[self.config.datasets.index(dataset)]
+            tasks = plan.task_names()
+            milestones = tuple(m for m in (*config.milestones, plan.count) if m <= plan.count)
             for count in reached_milestones(columns, tasks, milestones):
                 releases.append(build_release(store, tasks, count, self.config.release_root))
         return releases

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from machines import DS3_COUNT, Automaton, automaton
+from machines.automata import structure
 from machines.random_stream import derive_seed
 
 ALL = [automaton(index) for index in range(DS3_COUNT)]
@@ -152,8 +153,11 @@ def test_shared_sets():
     train, validation = machine.shared_set("train"), machine.shared_set("validation")
     assert train.seed == derive_seed("mlds", "DS3", "automaton-007", "train")
     assert validation.seed == derive_seed("mlds", "DS3", "automaton-007", "validation")
-    assert train.inputs.shape == train.outputs.shape == (1000, 50)
-    assert not np.array_equal(train.inputs, validation.inputs)
+    assert train.inputs.shape == train.outputs.shape == (4000, 50)  # SPEC_VERSION 8
+    assert validation.inputs.shape == (1000, 50)
+    # the first 1,000 are the set of SPEC_VERSION 1-7: one stream's draws, row by row
+    np.testing.assert_array_equal(machine.shared_set("train", n=1000).inputs, train.inputs[:1000])
+    assert not np.array_equal(train.inputs[:1000], validation.inputs)
     np.testing.assert_array_equal(train.inputs, machine.shared_set("train").inputs)
     np.testing.assert_array_equal(train.outputs, machine.respond(train.inputs))
     with pytest.raises(ValueError, match="train"):
@@ -204,3 +208,42 @@ def test_invalid_input_symbols():
         ALL[0].run([0, 4])
     with pytest.raises(ValueError):
         ALL[0].respond(np.array([[0, -1]]))
+
+
+def _hand_built(transitions, outputs, name="automaton-000"):
+    transitions, outputs = np.array(transitions), np.array(outputs)
+    return Automaton(index=0, name=name, seed=0, transitions=transitions, state_outputs=outputs,
+                     cycle=np.arange(len(outputs)), output_count=int(outputs.max()) + 1)  # fmt: skip
+
+
+def test_structure_merges_equivalent_states_and_ignores_unreachable_ones():
+    # states 1 and 2 both emit 1 and behave alike (equivalent); state 3 is never reached
+    machine = _hand_built([[1, 2], [0, 2], [0, 1], [3, 3]], [0, 1, 1, 0])
+    shape = structure(machine)
+    assert (shape.states, shape.reachable_states, shape.minimal_states) == (4, 3, 2)
+    assert (shape.hidden_states, shape.output_symbols) == (0, 2)
+
+
+def test_structure_of_a_reset_machine_needs_one_input_of_memory():
+    # every input sends every state to the state of that input's number: the last input says all
+    machine = _hand_built([[0, 1, 2]] * 3, [0, 1, 0])
+    shape = structure(machine)
+    assert shape.mean_memory == 1.0
+    assert shape.whole_prefix_share == 0.0
+
+
+def test_structure_of_a_counter_needs_the_whole_prefix():
+    # a counter modulo 3 that input 1 advances: no suffix tells the count, only the start state
+    machine = _hand_built([[0, 1], [1, 2], [2, 0]], [0, 1, 0])
+    shape = structure(machine)
+    assert shape.whole_prefix_share == 1.0
+    assert shape.mean_memory == pytest.approx((50 + 1) / 2)  # t + 1 averaged over 50 steps
+    assert shape.majority_share == pytest.approx(2 / 3, abs=1e-6)  # uniform over 3 states, output 0 twice
+
+
+def test_every_ds3_automaton_is_minimal_with_six_hidden_states():
+    """The defaults make every state reachable (the cycle) and distinguishable; docs/difficulty.md
+    relies on this when it relates difficulty to memory rather than to state counts."""
+    shapes = [structure(m) for m in ALL[::5]]
+    assert {(s.reachable_states, s.minimal_states, s.hidden_states, s.output_symbols) for s in shapes} == {(12, 12, 6, 6)}
+    assert all(0 < s.whole_prefix_share < 1 and 1 < s.mean_memory < 50 for s in shapes)

@@ -8,6 +8,7 @@ differ only in the machines' trigger behaviour; DS3 has 100 random automata (spe
 from dataclasses import dataclass
 
 import machines
+from machines.automata import AUTOMATON_SET_SIZES
 from machines.sequences import DEVICE_SET_SIZES
 from boinc_app.networks import DEVICE_ARCHITECTURE, automaton_architecture
 from boinc_app.workunit_spec import task_label
@@ -18,6 +19,17 @@ MILESTONES = (100, 500, 1000, 5000, 10000)
 # DS1 and DS2 networks both still train (DS1 converges in 2-4 epochs, DS2 in 11-13), then sparse
 DEVICE_SNAPSHOT_EPOCHS = (1, 2, 3, 4, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)
 AUTOMATON_SIZES = {"states": 12, "inputs": 4, "outputs": 6}
+
+
+@dataclass(frozen=True)
+class LocalRunDefaults:
+    """What ``mlds run --dataset D`` builds when not told: a dataset small enough to finish in
+    minutes on two cores, and big enough that its summary shows converged networks."""
+
+    networks: int = 8  # per task
+    max_epochs: int = 30
+    epoch_budget: int = 10
+    tasks: tuple = None  # None: every task of the dataset
 
 
 @dataclass(frozen=True)
@@ -38,6 +50,7 @@ class DatasetConfig:
     networks_per_workunit: int = 32
     # every spec of the dataset carries the same tuple (a store holds one), reached or not
     snapshot_epochs: tuple = ()
+    local_run: LocalRunDefaults = LocalRunDefaults()
 
     @property
     def architecture(self):
@@ -96,10 +109,14 @@ DATASETS = {
         "automaton",
         tuple(range(100)),
         AUTOMATON_RECIPE,
-        ConvergenceRule(accuracy=0.99),
+        # SPEC_VERSION 8: 99.9 % as DS1's (99 % before, unmeasured; docs/difficulty.md)
+        ConvergenceRule(accuracy=0.999),
         max_epochs=1000,
         epoch_budget=100,
+        train_size=AUTOMATON_SET_SIZES["train"],
         networks_per_workunit=8,
+        # two automata, 4 networks each: about 4 minutes on 2 cores, every network converged
+        local_run=LocalRunDefaults(networks=4, max_epochs=100, epoch_budget=50, tasks=("automaton-000", "automaton-001")),
     ),
 }
 
