@@ -27,7 +27,7 @@ def main():
 @click.option("--first-index", default=0, show_default=True, help="index of the first network")
 @click.option("--max-epochs", type=int, help="cap on a network's epochs (default: the dataset's)")
 @click.option("--epoch-budget", type=int, help="epochs this workunit trains (default: the dataset's)")
-@click.option("--seed", default=1, show_default=True, help="network i gets seed SEED + i")
+@click.option("--seed", default=1, show_default=True, help="seed base: network i's seeds are hashed from it, the task and i (spec §4a)")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False))
 def spec(dataset, machine, networks, first_index, max_epochs, epoch_budget, seed, output):
     """Write one workunit spec."""
