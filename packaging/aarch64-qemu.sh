@@ -56,13 +56,18 @@ root_fs() {
 
 mounts() {  # every start; undone on exit
     cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
+    # a host behind a TLS-inspecting proxy trusts its CA through this bundle: the root must too
+    cp "${PIP_CERT:-${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}}" "$ROOT/etc/ssl/certs/host-ca-bundle.crt"
     for fs in proc sys dev; do
         mountpoint -q "$ROOT/$fs" || mount --bind "/$fs" "$ROOT/$fs"
     done
     trap 'for fs in dev sys proc; do umount "$ROOT/$fs" 2>/dev/null || true; done' EXIT
 }
 
-in_root() { chroot "$ROOT" env -i HOME=/root PATH=/opt/venv/bin:/usr/bin:/bin LANG=C.UTF-8 "$@"; }
+in_root() {
+    chroot "$ROOT" env -i HOME=/root PATH=/opt/venv/bin:/usr/bin:/bin LANG=C.UTF-8 \
+        PIP_CERT=/etc/ssl/certs/host-ca-bundle.crt SSL_CERT_FILE=/etc/ssl/certs/host-ca-bundle.crt "$@"
+}
 
 sources() {  # the checkout's committed tree, as a clean clone would have it
     rm -rf "$ROOT/src"
