@@ -58,10 +58,12 @@ mounts() {  # every start; undone on exit
     cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
     # a host behind a TLS-inspecting proxy trusts its CA through this bundle: the root must too
     cp "${PIP_CERT:-${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}}" "$ROOT/etc/ssl/certs/host-ca-bundle.crt"
-    for fs in proc sys dev; do
+    # no /sys: the host's (amd64) has no MIDR_EL1 entry, and oneDNN's aarch64 CPU probe then
+    # crashes `import torch` under qemu (segfault); without /sys, cpuinfo only warns
+    for fs in proc dev; do
         mountpoint -q "$ROOT/$fs" || mount --bind "/$fs" "$ROOT/$fs"
     done
-    trap 'for fs in dev sys proc; do umount "$ROOT/$fs" 2>/dev/null || true; done' EXIT
+    trap 'for fs in dev proc; do umount "$ROOT/$fs" 2>/dev/null || true; done' EXIT
 }
 
 in_root() {
@@ -75,9 +77,10 @@ sources() {  # the checkout's committed tree, as a clean clone would have it
     git -C "$REPO" archive HEAD | tar -x -C "$ROOT/src"
 }
 
-venv() {
+venv() {  # the CPU build of torch: PyPI's aarch64 wheel is the CUDA one (2.13.0+cu130, nvidia-* too)
+    rm -rf "$ROOT/opt/venv"
     in_root python3 -m venv /opt/venv
-    in_root /opt/venv/bin/pip install -q -c /src/constraints.txt torch==2.13.0
+    in_root /opt/venv/bin/pip install -q -c /src/constraints.txt torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
     in_root /opt/venv/bin/pip install -q -c /src/constraints.txt -e '/src[package]'
 }
 
