@@ -77,10 +77,15 @@ sources() {  # the checkout's committed tree, as a clean clone would have it
     git -C "$REPO" archive HEAD | tar -x -C "$ROOT/src"
 }
 
-venv() {  # the CPU build of torch: PyPI's aarch64 wheel is the CUDA one (2.13.0+cu130, nvidia-* too)
+# PyPI's aarch64 torch wheel is the CUDA build (2.13.0+cu130, with nvidia-* requirements); it
+# trains on the CPU all the same. TORCH_INDEX=https://download.pytorch.org/whl/cpu gives the CPU
+# build where that index is reachable (it was not from this project's machine).
+TORCH_INDEX=${TORCH_INDEX:-https://pypi.org/simple}
+
+venv() {
     rm -rf "$ROOT/opt/venv"
     in_root python3 -m venv /opt/venv
-    in_root /opt/venv/bin/pip install -q -c /src/constraints.txt torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
+    in_root /opt/venv/bin/pip install -q -c /src/constraints.txt torch==2.13.0 --index-url "$TORCH_INDEX"
     in_root /opt/venv/bin/pip install -q -c /src/constraints.txt -e '/src[package]'
 }
 
