@@ -103,9 +103,16 @@ smoke() {  # the frozen trainer with an empty environment, nothing of the venv o
     echo $((($(date +%s%N) - started) / 1000000)) >"$OUT/train-milliseconds-aarch64.txt"
 }
 
+follow_up() {  # one epoch on both architectures from the same state (trained on amd64)
+    "$HOST_PYTHON" "$REPO/bench/cross_arch.py" follow-up "$OUT/follow"
+    chroot "$ROOT" sh -c 'cd /mlds-out/follow && env -i HOME=/tmp /mlds-out/dist/mlds-train/mlds-train second.json -o second-aarch64.h5'
+}
+
 compare() {
     "$HOST_PYTHON" "$REPO/bench/cross_arch.py" compare "$OUT/smoke-spec.json" "$OUT/result-aarch64.h5" \
         --amd64-result "$OUT/result-amd64.h5" | tee "$OUT/report.txt"
+    "$HOST_PYTHON" "$REPO/bench/cross_arch.py" compare "$OUT/follow/second.json" "$OUT/follow/second-aarch64.h5" \
+        --amd64-result "$OUT/follow/second.h5" --resume "$OUT/follow/first.h5" | tee "$OUT/report-follow-up.txt"
 }
 
 main() {
@@ -119,6 +126,7 @@ main() {
     stage venv venv
     stage build build
     stage smoke smoke
+    stage follow-up follow_up
     compare
     log "stage seconds: $(for f in "$STAMPS"/*; do printf '%s=%s ' "$(basename "$f")" "$(cat "$f")"; done)"
 }
