@@ -5,7 +5,10 @@ Three modes, chosen at start:
 - **wrapper** when ``--wrapper-fraction-file`` and/or ``--wrapper-checkpoint-file`` is given: a
   task of BOINC's ``wrapper``, which owns the BOINC protocol; the trainer runs as in standalone
   mode and writes those two files for the wrapper (``boinc_app.wrapper_files``). These options
-  win over init_data.xml, which the wrapper's slot also holds.
+  win over init_data.xml, which the wrapper's slot also holds; from it the trainer takes only
+  the volunteer's checkpoint period, unless ``--checkpoint-period`` is given. If the wrapper dies
+  (killed: it does not take its child with it), the trainer exits at once, writing nothing: the
+  client starts a new wrapper, whose trainer resumes from the last checkpoint.
 - **BOINC** when the working directory holds ``init_data.xml`` (a BOINC slot): SPEC and RESULT
   are logical names (``boinc_app.filenames``: ``spec.json``, ``result.h5``); the client decides
   checkpoint period, threads and device, so ``--checkpoint``, ``--checkpoint-period``,
@@ -17,7 +20,8 @@ Three modes, chosen at start:
 Exit codes (mapped here only):
 
 - standalone and wrapper: 0 finished (result written), 2 bad input (spec or checkpoint), 75
-  stopped on request after a checkpoint (run the same command again to continue), 1 anything else.
+  stopped on request after a checkpoint (run the same command again to continue), 1 anything else;
+  wrapper: 75 also when the wrapper is gone.
 - BOINC: 0 finished (result, then ``boinc_finish_called``); 0 without a finish file after
   ``<quit/>`` or when the client is gone (the client restarts the task later); 0 with a
   ``boinc_temporary_exit`` file (retry after its delay, e.g. the assigned GPU is missing);
@@ -36,6 +40,7 @@ import click
 from boinc_app.boinc_control import log
 from boinc_app.boinc_errors import BoincAppError, TemporaryExit
 from boinc_app.boinc_task import boinc_mode_selected, slot_config, start_task
+from boinc_app.init_data import INIT_DATA_FILE, InitDataError, read_init_data
 from boinc_app.result_file import ResultFileError
 from boinc_app.slot_files import write_finish_file, write_temporary_exit
 from boinc_app.standalone import StandaloneControl
@@ -43,13 +48,15 @@ from boinc_app.trainer import TrainerConfig, run_trainer
 from boinc_app.training import CONVERGED, QuitRequested
 from boinc_app.version import __version__
 from boinc_app.workunit_spec import SpecError
-from boinc_app.wrapper_files import WrapperControl
+from boinc_app.wrapper_files import WrapperControl, watch_parent
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_STOPPED = 0, 1, 2, 75
 EXIT_ABORTED = 194  # EXIT_ABORTED_BY_CLIENT
 EXIT_BOINC_RESTART = 0  # BOINC: exit 0 without a finish file means "start me again later"
 EXIT_TEMPORARY = 0  # BOINC: the boinc_temporary_exit file is read only after an exit 0
-HARD_EXIT_CODES = {"abort": EXIT_ABORTED, "client_gone": EXIT_BOINC_RESTART, "failure": EXIT_FAILURE}
+HARD_EXIT_CODES = {"abort": EXIT_ABORTED, "client_gone": EXIT_BOINC_RESTART, "failure": EXIT_FAILURE, "parent_gone": EXIT_STOPPED,
+                   "wrapper_kill": EXIT_STOPPED}
+DEFAULT_CHECKPOINT_PERIOD = 60.0  # standalone, and a wrapper's slot without init_data.xml
 
 
 def train_standalone(config, make_control=StandaloneControl):
@@ -75,12 +82,28 @@ def train_standalone(config, make_control=StandaloneControl):
 
 def train_wrapper(options, fraction_file, checkpoint_file):
     """Standalone training in a wrapper's slot, writing the wrapper's progress files."""
+    period = options["checkpoint_period"]
     config = slot_config(
         options["spec"], options["output"], checkpoint=options["checkpoint"],
-        checkpoint_period=options["checkpoint_period"], threads=options["threads"], device=options["device"],
+        checkpoint_period=wrapper_checkpoint_period() if period is None else period,
+        threads=options["threads"], device=options["device"],
     )  # fmt: skip
-    make_control = functools.partial(WrapperControl, fraction_file=fraction_file, checkpoint_file=checkpoint_file)
+    log(f"wrapper mode: checkpoint every {config.checkpoint_period:g} s")
+    watch_parent(lambda parent: hard_exit("parent_gone", f"the wrapper (pid {parent}) is gone; exiting without writing"))
+    terminate = functools.partial(hard_exit, "wrapper_kill", "killed by the wrapper (SIGTERM): exiting; the last checkpoint stands")
+    make_control = functools.partial(WrapperControl, fraction_file=fraction_file, checkpoint_file=checkpoint_file, on_terminate=terminate)
     return train_standalone(config, make_control)
+
+
+def wrapper_checkpoint_period(path=INIT_DATA_FILE):
+    """The volunteer's disk interval from the wrapper's init_data.xml; 60 s without a readable one."""
+    if not os.path.exists(path):
+        return DEFAULT_CHECKPOINT_PERIOD
+    try:
+        return read_init_data(path).checkpoint_seconds
+    except InitDataError as exc:
+        log(f"{exc}; checkpointing every {DEFAULT_CHECKPOINT_PERIOD:.0f} s")
+        return DEFAULT_CHECKPOINT_PERIOD
 
 
 def train_boinc(spec, output, slot="."):
@@ -132,7 +155,7 @@ def trainer_options(function):
         click.argument("spec", type=click.Path(dir_okay=False)),
         click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="result file (HDF5)"),
         click.option("--checkpoint", type=click.Path(dir_okay=False), help="default: OUTPUT.checkpoint"),
-        click.option("--checkpoint-period", default=60.0, show_default=True, help="seconds between checkpoints"),
+        click.option("--checkpoint-period", type=float, help="seconds between checkpoints [default: 60; under the wrapper: init_data.xml's]"),
         click.option("--threads", default=1, show_default=True, help="CPU threads for torch"),
         click.option("--device", default="cpu", show_default=True, help="cpu or cuda[:N]"),
     ]
@@ -142,7 +165,8 @@ def trainer_options(function):
 
 
 def config_from_options(spec, output, checkpoint, checkpoint_period, threads, device):
-    return TrainerConfig(spec, output, checkpoint, checkpoint_period, threads, device)
+    period = DEFAULT_CHECKPOINT_PERIOD if checkpoint_period is None else checkpoint_period
+    return TrainerConfig(spec, output, checkpoint, period, threads, device)
 
 
 @click.command()
@@ -150,7 +174,9 @@ def config_from_options(spec, output, checkpoint, checkpoint_period, threads, de
 @trainer_options
 @click.option("--wrapper-fraction-file", metavar="NAME", help="wrapper mode: job.xml's <fraction_done_filename>")
 @click.option("--wrapper-checkpoint-file", metavar="NAME", help="wrapper mode: job.xml's <checkpoint_filename>")
-def main(wrapper_fraction_file, wrapper_checkpoint_file, **options):
+@click.option("--nthreads", "scheduler_nthreads", hidden=True, type=int, help="added by BOINC's scheduler (plan classes); init_data.xml's ncpus rules")
+@click.option("--memory_size_mb", "scheduler_memory_mb", hidden=True, type=float, help="added by BOINC's scheduler for mt plan classes; unused")
+def main(wrapper_fraction_file, wrapper_checkpoint_file, scheduler_nthreads, scheduler_memory_mb, **options):
     """Train the networks of one workunit SPEC and write the result file."""
     if wrapper_fraction_file or wrapper_checkpoint_file:
         sys.exit(train_wrapper(options, wrapper_fraction_file, wrapper_checkpoint_file))

@@ -16,16 +16,40 @@ tells the wrapper about progress through two files named in the wrapper's ``job.
     wrapper sees the file only sets its baseline, so the trainer creates the file at start (when
     missing) and replaces it after each real checkpoint.
 
+The wrapper kills its child on quit and abort, but a wrapper that is itself killed (SIGKILL, the
+OOM killer) leaves the trainer running, and the client then starts a new wrapper in the same slot,
+whose trainer would race the orphan on the checkpoint file. ``watch_parent`` ends the orphan: a
+daemon thread sees the parent process change and exits at once, before the next checkpoint.
+
 Wrapper mode is selected by ``--wrapper-fraction-file NAME`` and/or
 ``--wrapper-checkpoint-file NAME`` on the trainer's command line (give the same names as in
 job.xml). It is standalone mode otherwise (``boinc_app.standalone``), with logical file names
 resolved in the slot and the trainer's own checkpoint kept in the slot, as in BOINC mode.
 """
 
+import os
+import signal
+import threading
 import time
 
 from boinc_app.atomic_file import write_atomically
+from boinc_app.boinc_control import log
 from boinc_app.standalone import StandaloneControl
+
+
+def watch_parent(on_gone, period=1.0):
+    """Call ``on_gone(parent_pid)`` from a daemon thread once this process's parent has changed
+    (the parent died; the orphan was re-parented). ``on_gone`` is expected to exit the process."""
+    parent = os.getppid()
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(period)
+        on_gone(parent)
+
+    thread = threading.Thread(target=watch, name="mlds-parent-watch", daemon=True)
+    thread.start()
+    return thread
 
 
 def write_fraction_done(path, fraction):
@@ -39,18 +63,27 @@ def mark_checkpoint(path, epochs):
 
 
 class WrapperControl(StandaloneControl):
-    """Standalone control that also writes the wrapper's fraction-done and checkpoint files."""
+    """Standalone control that also writes the wrapper's fraction-done and checkpoint files and
+    answers the wrapper's signals (``install_signal_handlers``); ``on_terminate()`` exits the process."""
 
-    def __init__(self, write_checkpoint, checkpoint_period=60.0, fraction_file=None, checkpoint_file=None, **kwargs):
+    def __init__(self, write_checkpoint, checkpoint_period=60.0, fraction_file=None, checkpoint_file=None, on_terminate=None, **kwargs):
         super().__init__(write_checkpoint, checkpoint_period=checkpoint_period, **kwargs)
         self._fraction_file = fraction_file
         self._checkpoint_file = checkpoint_file
+        self._on_terminate = on_terminate
         if checkpoint_file:
             try:
                 with open(checkpoint_file, "x", encoding="ascii") as handle:
                     handle.write("mlds checkpoint: none yet\n")
             except FileExistsError:
                 pass
+
+    def install_signal_handlers(self):
+        """SIGTERM is the wrapper's kill (quit, abort; its SIGKILL follows 10 s later): exit at once,
+        the last checkpoint stands (the standalone control would finish the epoch first)."""
+        super().install_signal_handlers()
+        if self._on_terminate is not None:
+            signal.signal(signal.SIGTERM, lambda signum, frame: self._on_terminate())
 
     def report_progress(self, state, fraction):
         super().report_progress(state, fraction)
@@ -59,5 +92,7 @@ class WrapperControl(StandaloneControl):
 
     def checkpoint(self, state):
         super().checkpoint(state)
+        epochs = max(n.epochs for n in state.networks)
+        log(f"checkpoint: epoch {epochs}", self._stream)  # as in BOINC mode: the project reads stderr
         if self._checkpoint_file:
-            mark_checkpoint(self._checkpoint_file, max(n.epochs for n in state.networks))
+            mark_checkpoint(self._checkpoint_file, epochs)

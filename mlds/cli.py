@@ -353,8 +353,9 @@ def test_server_sign(private_key, files):
 @click.option("--avg-ncpus", default=1.0, show_default=True)
 @click.option("--cmdline", default="", help="arguments appended to the main program's command line")
 @click.option("--main", "main_name", help="file name of the main program [default: the first file]")
+@click.option("--logical-name", "logical_names", multiple=True, metavar="FILE=NAME", help="the name FILE has in the slot (version.xml's logical_name)")
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, exists=True))
-def test_server_add_app(project, app, version_num, platform, plan_class, api_version, avg_ncpus, cmdline, main_name, files):
+def test_server_add_app(project, app, version_num, platform, plan_class, api_version, avg_ncpus, cmdline, main_name, logical_names, files):
     """Add an app version: sign FILES (or use FILE.sig) and put them in the download hierarchy."""
     import os
 
@@ -365,7 +366,11 @@ def test_server_add_app(project, app, version_num, platform, plan_class, api_ver
     if main_name is not None and main_name not in names:
         raise click.BadParameter(f"{main_name} is not one of the files", param_hint="--main")
     main_index = names.index(main_name) if main_name else 0
-    spec = AppVersionSpec(app, version_num, platform, tuple(files), main_index, plan_class, api_version, avg_ncpus, cmdline)
+    if any("=" not in pair for pair in logical_names):
+        raise click.BadParameter("give FILE=NAME", param_hint="--logical-name")
+    logical = tuple(tuple(pair.split("=", 1)) for pair in logical_names)
+    spec = AppVersionSpec(app, version_num, platform, tuple(files), main_index, plan_class, api_version, avg_ncpus, cmdline,
+                          logical_names=logical)  # fmt: skip
     _test_server_call(lambda: add_app_version(load_project(project), spec))
     click.echo(f"{app} {version_num} {platform}{'__' + plan_class if plan_class else ''}: {len(files)} file(s) signed and placed")
 

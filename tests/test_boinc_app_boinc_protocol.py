@@ -121,8 +121,9 @@ class FakeClient:
         self.command = [sys.executable, "-m", "boinc_app.main"]
         self.env = {**os.environ, "PYTHONPATH": str(REPO)}
 
-    def start(self, heartbeats=True, **init_fields):
-        """What the client does before each start, then start the app and serve it."""
+    def start(self, heartbeats=True, scheduler_args=(), **init_fields):
+        """What the client does before each start, then start the app and serve it
+        (``scheduler_args``: what the app version's plan class appends to the command line)."""
         (self.slot / "init_data.xml").write_text(client_init_data_xml(**{**self.init_fields, **init_fields}))
         (self.slot / "boinc_mmap_file").write_bytes(bytes(SHARED_MEM_SIZE))
         for stale in ("boinc_finish_called", "boinc_temporary_exit"):
@@ -132,7 +133,7 @@ class FakeClient:
         env = {**self.env, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         with open(self.slot / "stderr.txt", "ab") as stderr:
             self.process = subprocess.Popen(
-                [*self.command, "spec.json", "-o", "result.h5"],
+                [*self.command, "spec.json", "-o", "result.h5", *scheduler_args],
                 cwd=self.slot, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr, env=env,
             )  # fmt: skip
         self.thread = threading.Thread(target=self._serve, daemon=True)
@@ -325,6 +326,16 @@ def test_abort_exits_194_and_writes_no_output(client):
     assert not fake.result.exists()
     assert not (fake.slot / "boinc_finish_called").exists()
     assert "aborted by the client" in fake.stderr()
+
+
+def test_options_the_scheduler_adds_for_a_plan_class_are_accepted(client):
+    """plan_class_spec's mt classes make BOINC's scheduler append ``--nthreads N`` and
+    ``--memory_size_mb M`` to the app's command line; the trainer must run, not fail on them."""
+    fake = client().start(scheduler_args=("--nthreads", "2", "--memory_size_mb", "800"))
+    fake.wait_for(lambda: fake.statuses)
+    fake.send("<abort/>")
+    assert fake.wait(timeout=60) == 194
+    assert "No such option" not in fake.stderr()
 
 
 @pytest.mark.slow

@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from boinc_app import training
 from boinc_app.result_file import read_result
 from boinc_app.workunit_spec import write_spec
+from boinc_app.main import DEFAULT_CHECKPOINT_PERIOD, wrapper_checkpoint_period
 from boinc_app.wrapper_files import WrapperControl, write_fraction_done
 from tests.test_boinc_app_init_data import client_init_data_xml
 from workgen.specs import make_spec, with_data
@@ -69,3 +71,68 @@ def test_wrapper_options_win_over_init_data_and_resolve_logical_names(tmp_path):
     assert "epoch 1" in (slot / "checkpoint_marker").read_text()
     names = sorted(p.name for p in slot.iterdir())
     assert names == ["checkpoint_marker", "fraction_done", "init_data.xml", "result.h5", "spec.json"]
+
+
+def test_checkpoint_period_is_the_volunteers_from_the_wrappers_init_data(tmp_path, capsys):
+    path = tmp_path / "init_data.xml"
+    assert wrapper_checkpoint_period(str(path)) == DEFAULT_CHECKPOINT_PERIOD  # a slot without one
+    path.write_text(client_init_data_xml(checkpoint_period=7))
+    assert wrapper_checkpoint_period(str(path)) == 7.0
+    path.write_text(client_init_data_xml(checkpoint_period=0))
+    assert wrapper_checkpoint_period(str(path)) == 300.0  # the API's fallback, as the wrapper's own app would use
+    path.write_text("<app_init_data><checkpoint_period>soon</checkpoint_period>")
+    assert wrapper_checkpoint_period(str(path)) == DEFAULT_CHECKPOINT_PERIOD
+    assert "init_data.xml" in capsys.readouterr().err  # the fallback is said, naming the file
+
+
+ORPHAN = """
+import os, sys, time
+from boinc_app.wrapper_files import watch_parent
+def gone(parent):
+    with open("gone", "w") as handle:
+        handle.write(str(parent))
+    os._exit(75)
+watch_parent(gone, period=0.05)
+open("watching", "w").close()
+time.sleep(120)
+"""
+PARENT = """
+import subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", sys.argv[1]])
+print(child.pid, flush=True)
+time.sleep(120)
+"""
+
+
+def process_state(pid):
+    """The state letter of ``pid`` in /proc, or None when it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None
+
+
+def wait_until(condition, timeout, what):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads process states from /proc")
+def test_a_trainer_whose_wrapper_was_killed_exits_by_itself(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, ORPHAN], cwd=tmp_path, env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        child = int(parent.stdout.readline())
+        wait_until(lambda: (tmp_path / "watching").exists(), 60, "the child to watch its parent")
+        assert process_state(child) not in (None, "Z")
+        assert not (tmp_path / "gone").exists()  # alive while its parent lives
+        parent.kill()
+        parent.wait(timeout=30)
+        wait_until(lambda: (tmp_path / "gone").exists(), 30, "the orphan to notice")
+        wait_until(lambda: process_state(child) in (None, "Z"), 30, "the orphan to exit")
+        assert (tmp_path / "gone").read_text() == str(parent.pid)
+    finally:
+        parent.kill()
+        parent.wait()

@@ -19,8 +19,23 @@ converges within their 4 epochs, so each task runs 4 epochs), SingleDirectMachin
 (it converges in an epoch or two). The running-task workunits' training set is sized on this machine
 (``live``) so that an epoch lasts at least ``EPOCH_SECONDS``, whatever the CPU's speed: the tests
 suspend, quit or kill a task between epochs and must find it still running.
+
+The running-task tests run once per deployment of the trainer (``live``'s parameter):
+
+- ``source``: the test server's shell launcher running ``boinc_app.main`` from this checkout;
+- ``frozen``: the session's frozen bundle (tests/test_packaging_freeze.py) laid out by
+  ``mlds package app-version`` (the ``sh`` bootstrap and the tar.gz it unpacks once per version),
+  signed offline with ``mlds test-server sign`` and the project's key then moved out of ``keys/``;
+- ``wrapped``: the same bundle under BOINC's own ``wrapper`` (built from the server tree's
+  ``samples/wrapper``, ``mlds package app-version --wrapper``: job.xml, ``<unzip_input>`` of a zip),
+  signed the same way. The wrapper is the process the client starts and controls; the trainer is
+  its child in wrapper mode. Where the two differ, the tests say what each does: a suspended
+  wrapped trainer is stopped by a signal (no message of its own), a killed wrapper's orphan exits
+  by itself, and a killed trainer fails its task under the wrapper
+  (``test_wrapped_trainer_killed_fails_the_task``) where the native app is restarted.
 """
 
+import importlib.util
 import json
 import math
 import os
@@ -32,6 +47,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -43,8 +59,11 @@ from boinc_app.workunit_spec import write_spec
 from mlds.cli import main
 from mlds.test_server.project import load_project
 from mlds.test_server.queries import format_summaries, workunit_summaries
+from mlds.boinc_local.build import wrapper_program
+from tests.app_versions import laid_out_apps, version_files
 from tests.test_boinc_app_boinc_protocol import EPOCH_SECONDS, epoch_seconds
 from tests.test_boinc_app_training import assert_same_networks
+from tests.test_packaging_freeze import session_bundle
 from workgen.specs import make_spec, with_data
 
 BOINC, BOINCCMD = shutil.which("boinc"), shutil.which("boinccmd")
@@ -103,11 +122,31 @@ def tail(path, lines=40):
         return f"({path} unreadable)"
 
 
+@dataclass(frozen=True)
+class Deployment:
+    """How the app version reaches the client: ``source`` (the launcher), ``frozen`` or ``wrapped``
+    (``version_dir``: a laid-out app version of the frozen bundle)."""
+
+    name: str = "source"
+    version_dir: Path | None = None
+
+    @property
+    def wrapped(self):
+        return self.name == "wrapped"
+
+
+def resized_spec(machine, max_epochs, first_index, train_size):
+    """One DS1 network's spec (as ``mlds spec`` makes it) with its training set resized."""
+    made = make_spec("DS1", machine, networks=1, first_index=first_index, max_epochs=max_epochs)
+    return with_data(made, train_size=train_size)
+
+
 class Harness:
     """The project, its server process and a private client, with diagnostics for failures."""
 
-    def __init__(self, tmp_path, train_sizes=None):
+    def __init__(self, tmp_path, train_sizes=None, deployment=Deployment()):
         self.tmp = tmp_path
+        self.deployment = deployment
         self.train_sizes = train_sizes or {}  # machine -> training set size of its workunits
         self.project_dir = str(tmp_path / "project")
         self.client_dir = tmp_path / "client"
@@ -125,10 +164,28 @@ class Harness:
 
     def init_project(self):
         cli("test-server", "init", "--project", self.project_dir)
-        launcher = str(self.tmp / "mlds_trainer_100.sh")
-        cli("test-server", "launcher", "-o", launcher)
-        cli("test-server", "add-app", "--project", self.project_dir, "--app", "mlds_trainer", "--version", "100", "--platform", PLATFORM, launcher)
         self.config = load_project(self.project_dir)
+        if self.deployment.version_dir is None:
+            launcher = str(self.tmp / "mlds_trainer_100.sh")
+            cli("test-server", "launcher", "-o", launcher)
+            cli("test-server", "add-app", "--project", self.project_dir, "--app", "mlds_trainer", "--version", "100", "--platform", PLATFORM, launcher)
+        else:
+            self.add_laid_out_version(self.deployment.version_dir)
+
+    def add_laid_out_version(self, version_dir):
+        """Sign the version's files offline (links to them, so the laid-out files stay unsigned), take
+        the private key out of the project, and register the version with its logical names."""
+        staged = self.tmp / "app_version"
+        staged.mkdir()
+        files = [(staged / path.name, logical, main) for path, logical, main in version_files(version_dir)]
+        for link, _, _ in files:
+            link.symlink_to(Path(version_dir) / link.name)
+        cli("test-server", "sign", "--key", self.config.private_key_path, *(str(link) for link, _, _ in files))
+        shutil.move(self.config.private_key_path, self.tmp / "offline_code_sign_private")
+        (main_name,) = [link.name for link, _, main in files if main]
+        logical = [f"--logical-name={link.name}={name}" for link, name, _ in files]
+        cli("test-server", "add-app", "--project", self.project_dir, "--app", "mlds_trainer", "--version", "100", "--platform", PLATFORM,
+            "--main", main_name, *logical, *(str(link) for link, _, _ in files))  # fmt: skip
 
     def spec(self, max_epochs, first_index=0, machine="SingleDirectMachine"):
         """The staged spec file of one DS1 network (made once per arguments)."""
@@ -138,8 +195,7 @@ class Harness:
             cli("spec", "--dataset", "DS1", "--machine", machine, "--networks", "1", "--first-index", str(first_index),
                 "--max-epochs", str(max_epochs), "-o", str(spec))  # fmt: skip
             if machine in self.train_sizes:  # what ``mlds spec`` writes, with the training set resized
-                made = make_spec("DS1", machine, networks=1, first_index=first_index, max_epochs=max_epochs)
-                write_spec(with_data(made, train_size=self.train_sizes[machine]), spec)
+                write_spec(resized_spec(machine, max_epochs, first_index, self.train_sizes[machine]), spec)
             cli("test-server", "stage-file", "--project", self.project_dir, "--copy", str(spec))
             self.specs[key] = spec
         return self.specs[key]
@@ -357,10 +413,31 @@ def long_train_size(directory):
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory):
-    """One server and one attached client, shared by the tests below (each adds its own workunit)."""
-    train_size = long_train_size(tmp_path_factory.mktemp("calibration"))
-    h = Harness(tmp_path_factory.mktemp("live"), train_sizes={LONG_MACHINE: train_size})
+def long_train(tmp_path_factory):
+    return long_train_size(tmp_path_factory.mktemp("calibration"))
+
+
+NEEDS_PYINSTALLER = pytest.mark.skipif(importlib.util.find_spec("PyInstaller") is None, reason="needs PyInstaller: pip install 'mlds[package]'")
+DEPLOYMENTS = [
+    "source",
+    pytest.param("frozen", marks=[pytest.mark.frozen, NEEDS_PYINSTALLER]),
+    pytest.param("wrapped", marks=[pytest.mark.frozen, pytest.mark.boinc_server, NEEDS_PYINSTALLER]),
+]
+
+
+def deployment(request, tmp_path_factory):
+    """The ``Deployment`` named by ``live``'s parameter (laying out the frozen bundle for it)."""
+    if request.param == "source":
+        return Deployment()
+    wrapper = wrapper_program(request.getfixturevalue("boinc_server_build")) if request.param == "wrapped" else None
+    apps = laid_out_apps(session_bundle(tmp_path_factory), tmp_path_factory, "mlds_trainer", "1.00", PLATFORM, wrapper)
+    return Deployment(request.param, apps / "mlds_trainer" / "1.00" / PLATFORM)
+
+
+@pytest.fixture(scope="module", params=DEPLOYMENTS)
+def live(request, long_train, tmp_path_factory):
+    """One server and one attached client per deployment, shared by the tests below (each adds its own workunit)."""
+    h = Harness(tmp_path_factory.mktemp(f"live_{request.param}"), {LONG_MACHINE: long_train}, deployment(request, tmp_path_factory))
     try:
         h.init_project()
         h.start_server()
@@ -396,10 +473,11 @@ def run_workunit(live):
 
 
 @pytest.fixture(scope="module")
-def reference(live, tmp_path_factory):
-    """The uninterrupted standalone run of the workunits' spec: its final ``RunState``."""
+def reference(long_train, tmp_path_factory):
+    """The uninterrupted standalone run from source of the workunits' spec: its final ``RunState``
+    (every deployment's interrupted run must end bitwise equal to it)."""
     directory = tmp_path_factory.mktemp("reference")
-    shutil.copy(live.spec(LONG_EPOCHS, machine=LONG_MACHINE), directory / "spec.json")
+    write_spec(resized_spec(LONG_MACHINE, LONG_EPOCHS, 0, long_train), directory / "spec.json")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     command = [sys.executable, "-m", "boinc_app.main", "spec.json", "-o", "ref.h5"]
     done = subprocess.run(command, cwd=directory, env=env, capture_output=True, text=True, timeout=600)
@@ -479,6 +557,35 @@ def app_processes(slot):
     return pids
 
 
+def parent_pid(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return int(handle.read().rsplit(")", 1)[1].split()[1])
+    except OSError:
+        return None
+
+
+def process_state(pid):
+    """The state letter of ``pid`` (``T``: stopped by a signal), or None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None
+
+
+def slot_processes_are(live, slot, app_pid):
+    """The slot's processes are the app the client started and, under the wrapper, one trainer child
+    of it; returns the trainer's pid (the app's own when native)."""
+    pids = app_processes(slot)
+    if not live.deployment.wrapped:
+        assert pids == [app_pid]
+        return app_pid
+    children = [pid for pid in pids if pid != app_pid]
+    assert app_pid in pids and len(children) == 1 and parent_pid(children[0]) == app_pid, (app_pid, pids)
+    return children[0]
+
+
 def process_cpu_seconds(pid):
     """utime + stime of ``pid`` from /proc/<pid>/stat (all its threads)."""
     with open(f"/proc/{pid}/stat") as handle:
@@ -511,21 +618,22 @@ def test_suspend_stops_progress_resume_continues_and_fraction_done_only_rises(li
     watch = run_workunit("suspend", disk_interval=3600)
     running = watch.until(lambda t: executing(t) and number(t, "fraction done") > 0, 300, "training (fraction done > 0)")
     pid, slot = int(running["PID"]), watch.slot(running)
-    assert app_processes(slot) == [pid]
+    trainer = slot_processes_are(live, slot, pid)
     live.task_op(running, "suspend")
-    watch.until(
-        lambda t: t.get("active_task_state") == "SUSPENDED" and "suspended by the client" in read_text(slot / "stderr.txt"),
-        60, "the app to hear <suspend/>",
-    )  # fmt: skip
-    cpu_before = process_cpu_seconds(pid)
+    if live.deployment.wrapped:  # the wrapper stops its child with SIGSTOP: nothing to say for the trainer
+        heard = lambda t: t.get("active_task_state") == "SUSPENDED" and process_state(trainer) == "T"  # noqa: E731
+    else:
+        heard = lambda t: t.get("active_task_state") == "SUSPENDED" and "suspended by the client" in read_text(slot / "stderr.txt")  # noqa: E731
+    watch.until(heard, 60, "the app to hear <suspend/>")
+    cpu_before = process_cpu_seconds(trainer)
     window = watch.observe(STATUS_LAG + SUSPEND_WINDOW)
-    cpu_used = process_cpu_seconds(pid) - cpu_before
+    cpu_used = process_cpu_seconds(trainer) - cpu_before
     settled = [task for t, task in window if t >= window[0][0] + STATUS_LAG]
     assert len(settled) >= 3, window
-    assert {(task["fraction done"], task["current CPU time"]) for task in settled} == {
-        (settled[0]["fraction done"], settled[0]["current CPU time"])
-    }, "fraction done or CPU time moved while suspended"
-    assert cpu_used < 0.5, f"the suspended app used {cpu_used:.2f} s CPU in {STATUS_LAG + SUSPEND_WINDOW:.0f} s"
+    # the wrapper measures its child's CPU time only every 10 s, so its report may still catch up
+    reported = ("fraction done",) if live.deployment.wrapped else ("fraction done", "current CPU time")
+    assert len({tuple(task[field] for field in reported) for task in settled}) == 1, f"{reported} moved while suspended: {settled}"
+    assert cpu_used < 0.5, f"the suspended trainer used {cpu_used:.2f} s CPU in {STATUS_LAG + SUSPEND_WINDOW:.0f} s"
     suspended_cpu = number(settled[-1], "current CPU time")
 
     live.task_op(running, "resume")
@@ -535,8 +643,9 @@ def test_suspend_stops_progress_resume_continues_and_fraction_done_only_rises(li
     pids = {task["PID"] for _, task in watch.seen if "PID" in task}
     assert pids == {str(pid)}, "suspend/resume must not restart the app"
     stderr = live.result_row(result["id"], "stderr_out")
-    assert "suspended by the client" in stderr and "resumed by the client" in stderr
-    assert list(app_runs(stderr)) == [pid]
+    if not live.deployment.wrapped:
+        assert "suspended by the client" in stderr and "resumed by the client" in stderr
+    assert list(app_runs(stderr)) == [trainer]
 
     # fraction done as the client reported it, whole run: from 0, never back, to the end
     fractions = [number(task, "fraction done") for _, task in watch.seen if "fraction done" in task]
@@ -552,7 +661,7 @@ def resumed_from_checkpoint(live, watch, interrupt):
     check that the task then resumed from that checkpoint; returns ``(result, RunState uploaded)``."""
     before = watch.until(lambda t: executing(t) and number(t, "CPU time at last checkpoint") > 0, 300, "a checkpoint")
     slot, pid = watch.slot(before), int(before["PID"])
-    assert app_processes(slot) == [pid]
+    slot_processes_are(live, slot, pid)
     interrupt(before, slot, pid)
     after = watch.until(lambda t: executing(t) and t["PID"] != before["PID"], 180, "the app to run again")
     # the client restarted it from its checkpoint record, not from zero
@@ -586,7 +695,8 @@ def test_client_quit_and_restart_resume_from_checkpoint(live, run_workunit, refe
         live.stop_client()
         assert live.client.returncode == 0
         assert app_processes(slot) == [], "the client exited but left its app running"
-        assert "quit requested by the client" in read_text(slot / "stderr.txt")
+        if not live.deployment.wrapped:  # the wrapper kills its trainer: the trainer says nothing
+            assert "quit requested by the client" in read_text(slot / "stderr.txt")
         live.start_client()
 
     result, state = resumed_from_checkpoint(live, watch, quit_client)
@@ -598,7 +708,8 @@ def test_sigkilled_app_is_restarted_from_checkpoint(live, run_workunit, referenc
 
     def kill_app(task, slot, pid):
         os.kill(pid, signal.SIGKILL)
-        live.wait_for(lambda: pid not in app_processes(slot), 30, f"app process {pid} to die")
+        # a killed wrapper leaves its trainer an orphan, which exits by itself (boinc_app.wrapper_files)
+        live.wait_for(lambda: app_processes(slot) == [], 30, f"app process {pid} (and a trainer child) to die")
 
     result, state = resumed_from_checkpoint(live, watch, kill_app)
     assert_same_networks(state, reference)
@@ -608,16 +719,65 @@ def test_abort_is_reported_and_nothing_is_assimilated(live, run_workunit):
     watch = run_workunit("abort", disk_interval=3600, first_index=1)  # a network of its own in the store
     running = watch.until(lambda t: executing(t) and number(t, "current CPU time") > 0, 300, "the app to report status")
     slot, pid = watch.slot(running), int(running["PID"])
+    slot_processes_are(live, slot, pid)
     live.task_op(running, "abort")
-    # the client would kill it 60 s after <abort/>; the app exits on hearing it
-    live.wait_for(lambda: pid not in app_processes(slot), 15, "the app to exit on <abort/>")
+    # the client would kill it 60 s after <abort/>; the app exits on hearing it (the wrapper kills its trainer)
+    live.wait_for(lambda: app_processes(slot) == [], 15, "the app to exit on <abort/>")
     assimilated = lambda: live.result(watch.wu_name)[0]["assimilate_state"] == "done"  # noqa: E731
     live.wait_with_updates(assimilated, 300, "the failed workunit to be reported and assimilated")
     wu, result = live.result(watch.wu_name)
     assert (result["server_state"], result["outcome"], result["exit_status"]) == ("over", "client_error", EXIT_ABORTED_VIA_GUI), result
     assert wu["error_mask"] != 0 and wu["canonical_resultid"] == 0, wu
-    assert "aborted by the client" in live.result_row(result["id"], "stderr_out")
+    if not live.deployment.wrapped:
+        assert "aborted by the client" in live.result_row(result["id"], "stderr_out")
     _, tables = DatasetStore(os.path.join(live.project_dir, "store"), "DS1").read()
     aborted = json.loads(live.spec(LONG_EPOCHS, first_index=1, machine=LONG_MACHINE).read_text())["name"]
     stored = {name for table in tables.values() for name in table.columns["workunit"].tolist()}
     assert aborted not in stored, stored
+
+
+EXIT_CHILD_FAILED = 195  # the wrapper's exit status when its task exits with a non-zero status or a signal
+
+
+@pytest.mark.parametrize("live", [DEPLOYMENTS[2]], indirect=True)
+def test_wrapped_trainer_killed_fails_the_task(live, run_workunit):
+    """What an OOM kill of the trainer does under the wrapper: the wrapper sees its child die of a
+    signal and ends the task with EXIT_CHILD_FAILED, a client error (the native app, killed, is
+    restarted from its checkpoint: ``test_sigkilled_app_is_restarted_from_checkpoint``)."""
+    assert live.deployment.wrapped
+    watch = run_workunit("trainer_kill", disk_interval=1, first_index=2)
+    before = watch.until(lambda t: executing(t) and number(t, "CPU time at last checkpoint") > 0, 300, "a checkpoint")
+    slot, pid = watch.slot(before), int(before["PID"])
+    os.kill(slot_processes_are(live, slot, pid), signal.SIGKILL)
+    live.wait_for(lambda: app_processes(slot) == [], 30, "the wrapper to exit after its trainer")
+    live.wait_with_updates(lambda: live.result(watch.wu_name)[1]["server_state"] == "over", 300, "the failed task to be reported")
+    _, result = live.result(watch.wu_name)
+    assert (result["outcome"], result["exit_status"]) == ("client_error", EXIT_CHILD_FAILED), result
+    assert "app exit status: 0x9" in live.result_row(result["id"], "stderr_out")  # the wrapper names the signal
+
+
+@pytest.mark.parametrize("live", [DEPLOYMENTS[2]], indirect=True)
+def test_wrapped_task_aborted_while_suspended_leaves_its_trainer_stopped(live, run_workunit):
+    """BOINC's wrapper suspends its child with SIGSTOP; on <abort/> it sends SIGTERM, which a stopped
+    process holds pending, and would send SIGKILL 10 s later, but the client kills the wrapper when
+    the server acknowledges the aborted result, here 2 s after the abort:
+    the trainer stays stopped, an orphan, for good (its parent watch cannot run while it is stopped).
+    The native app, suspended, still reads the client's messages and exits on <abort/>."""
+    assert live.deployment.wrapped
+    watch = run_workunit("abort_suspended", disk_interval=3600, first_index=3)
+    running = watch.until(lambda t: executing(t) and number(t, "fraction done") > 0, 300, "training (fraction done > 0)")
+    slot, pid = watch.slot(running), int(running["PID"])
+    trainer = slot_processes_are(live, slot, pid)
+    try:
+        live.task_op(running, "suspend")
+        live.wait_for(lambda: process_state(trainer) == "T", 60, "the wrapper to stop its trainer")
+        live.task_op(running, "abort")
+        # report at once (as report_results_immediately does when the client is not backing off): the
+        # server's ack makes the client kill the wrapper, within the wrapper's 10 s grace
+        live.wait_with_updates(lambda: live.result(watch.wu_name)[1]["server_state"] == "over", 300, "the abort to be reported")
+        live.wait_for(lambda: process_state(pid) in (None, "Z"), 60, "the client to end the wrapper")
+        assert process_state(trainer) == "T" and parent_pid(trainer) != pid, (process_state(trainer), parent_pid(trainer))
+    finally:
+        if process_state(trainer) not in (None, "Z"):
+            os.kill(trainer, signal.SIGKILL)
+    live.wait_for(lambda: process_state(trainer) in (None, "Z"), 30, "the orphan to be killed")

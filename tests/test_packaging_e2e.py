@@ -12,11 +12,9 @@ The project's private key is moved out of ``keys/`` before ``update_versions``: 
 the ``.sig`` files that ``mlds package sign`` wrote elsewhere, exactly as with a key kept offline.
 
 The frozen bundle is the session's (tests/test_packaging_freeze.py: cached outside CI, built fresh
-under CI); the laid-out app version is cached next to it outside CI (writing its 210 MB tar.gz
-takes ~25 s), keyed by the layout code and options.
+under CI); the laid-out app version is tests/app_versions.py's.
 """
 
-import hashlib
 import importlib.util
 import os
 import shutil
@@ -31,10 +29,9 @@ from assimilator.store import DatasetStore
 from mlds.boinc_local.errors import ServiceError
 from mlds.boinc_local.waiting import tail
 from mlds.cli import main
-from mlds.package import appversion
 from mlds.package.signing import app_files
 from mlds.server.state import ServerState
-from tests.conftest import IN_CI
+from tests.app_versions import laid_out_apps
 from tests.test_packaging_freeze import session_bundle
 
 pytestmark = [pytest.mark.boinc_server, pytest.mark.boinc_client, pytest.mark.mariadb, pytest.mark.frozen, pytest.mark.slow,
@@ -54,25 +51,10 @@ def frozen_bundle(tmp_path_factory):
     return session_bundle(tmp_path_factory)
 
 
-def lay_out_with_the_cli(bundle, apps_dir):
-    result = CliRunner().invoke(main, ["package", "app-version", "--platform", PLATFORM, "--version", VERSION, "--bundle", str(bundle),
-                                       "--out", str(apps_dir), "--app", APP])  # fmt: skip
-    assert result.exit_code == 0, result.output
-    return apps_dir
-
-
 @pytest.fixture(scope="session")
 def laid_out(frozen_bundle, tmp_path_factory):
     """``apps/`` with the unsigned app version (cached next to the bundle outside CI)."""
-    if IN_CI:
-        return lay_out_with_the_cli(frozen_bundle, tmp_path_factory.mktemp("laid_out") / "apps")
-    key = hashlib.sha256(Path(appversion.__file__).read_bytes() + f"{APP} {VERSION} {PLATFORM}".encode()).hexdigest()[:16]
-    entry = frozen_bundle.parents[1] / f"app-version-{key}"
-    if not (entry / "apps").exists():
-        shutil.rmtree(entry.with_name(entry.name + ".partial"), ignore_errors=True)
-        lay_out_with_the_cli(frozen_bundle, entry.with_name(entry.name + ".partial") / "apps")
-        entry.with_name(entry.name + ".partial").rename(entry)
-    return entry / "apps"
+    return laid_out_apps(frozen_bundle, tmp_path_factory, APP, VERSION, PLATFORM)
 
 
 @pytest.fixture

@@ -8,8 +8,10 @@ import pytest
 from lxml import etree
 
 from mlds.test_server import db, keys
+from mlds.test_server.apps import AppVersionSpec, add_app_version
 from mlds.test_server.create_work import create_jobs, jobs_from
-from mlds.test_server.errors import ProtocolError
+from mlds.test_server.errors import ProjectError, ProtocolError
+from mlds.test_server.project import init_project
 from mlds.test_server.reply import ServerUrls, build_reply
 from mlds.test_server.scheduler import ReportedFile, handle_request, parse_request
 from test_test_server_create_work import APP, make_project, stage_input
@@ -229,3 +231,21 @@ def test_undecodable_stderr_does_not_block_a_report():
     body = (FIXTURES / "scheduler_request_report.xml").read_bytes().replace(b"finished:", b"\xff\x1b[0m finished:")
     (result,) = parse_request(body).results
     assert "\ufffd" in result.stderr_out and "finished:" in result.stderr_out
+
+
+def test_app_version_files_carry_their_logical_names_as_open_names(tmp_path):
+    config = init_project(tmp_path / "proj", app=APP)
+    files = []
+    for name in ("wrapper_x", "job_x.xml"):
+        files.append(tmp_path / name)
+        files[-1].write_text(name)
+    with pytest.raises(ProjectError, match="logical name for other: not a file of the version"):
+        add_app_version(config, AppVersionSpec(APP, 100, "x86_64-pc-linux-gnu", tuple(map(str, files)), logical_names=(("other", "x"),)))
+    add_app_version(config, AppVersionSpec(APP, 100, "x86_64-pc-linux-gnu", tuple(map(str, files)), logical_names=(("job_x.xml", "job.xml"),)))
+    name = stage_input(config, tmp_path)
+    create_jobs(config, jobs_from(["--appname", APP, "--wu_name", "wu_l", name]))
+    _, reply = rpc(config, client_request("first", config))
+    refs = reply.find("app_version").findall("file_ref")
+    assert [(r.findtext("file_name"), r.findtext("open_name"), r.find("main_program") is not None) for r in refs] == [
+        ("wrapper_x", None, True), ("job_x.xml", "job.xml", False),
+    ]  # fmt: skip

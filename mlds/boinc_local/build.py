@@ -37,7 +37,7 @@ from mlds.boinc_local.deps import require_headers, require_programs
 from mlds.boinc_local.errors import BuildError, MissingDependencyError
 
 # Bump when the steps below change: the cache key includes it, so old trees are not reused.
-RECIPE_VERSION = "2"
+RECIPE_VERSION = "3"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TARBALL_NAME = "boinc-server-src-c5c6cb79.tar.gz"
 SHARED_SOURCE = Path("shared") / "third_party" / "boinc"
@@ -66,6 +66,7 @@ SERIAL_TARGETS = (  # (directory, make target or None for the whole directory), 
     ("db", None),
     ("sched", "libsched.la"),
 )
+WRAPPER_DIR = "samples/wrapper"
 FCGI_TARGETS = (("lib", "libboinc_fcgi.la"), ("sched", "libsched_fcgi.la"))
 
 BUILD_PROGRAMS = {
@@ -257,7 +258,16 @@ def _compile(tree, jobs, log, failed_log):
     for directory, target in serial:
         _step(["make", f"-j{jobs}", "-C", directory, *([target] if target else [])], tree, log, failed_log)
     _step(["make", f"-j{jobs}"], tree, log, failed_log)
+    _step(["make", "-C", WRAPPER_DIR], tree, log, failed_log)  # BOINC's wrapper: a client-side app, 2 s
     _strip_debug_info(tree, log, failed_log)
+
+
+def wrapper_program(tree):
+    """BOINC's ``wrapper`` built in a server tree (``samples/wrapper/wrapper_<suffix>``)."""
+    found = [path for path in (Path(tree) / WRAPPER_DIR).glob("wrapper_*") if _is_elf(path) and os.access(path, os.X_OK)]
+    if len(found) != 1:
+        raise BuildError(f"{Path(tree) / WRAPPER_DIR}: expected one built wrapper, found {len(found)}", Path(tree).parent / "build.log")
+    return found[0]
 
 
 def _strip_debug_info(tree, log, failed_log):

@@ -196,26 +196,28 @@ def bootstrap_script(layout):
 def version_xml(layout):
     """``version.xml``: the bootstrap is the main program; both files get their logical names.
     No ``copy_file``: the bootstrap reads the archive in the project directory, where it is."""
+    return version_xml_of(((layout.bootstrap_name, BOOTSTRAP_LOGICAL, True), (layout.archive_name, ARCHIVE_LOGICAL, False)), layout.api_version)
+
+
+def version_xml_of(files, api_version, is_wrapper=False):
+    """``version.xml`` of ``files``, ``(physical name, logical name, is the main program)`` each;
+    ``is_wrapper``: the main program is BOINC's wrapper."""
     root = etree.Element("version")
-    for physical, logical, main in ((layout.bootstrap_name, BOOTSTRAP_LOGICAL, True), (layout.archive_name, ARCHIVE_LOGICAL, False)):
+    for physical, logical, main in files:
         element = etree.SubElement(root, "file")
         etree.SubElement(element, "physical_name").text = physical
         etree.SubElement(element, "logical_name").text = logical
         if main:
             etree.SubElement(element, "main_program")
-    etree.SubElement(root, "api_version").text = layout.api_version
+    etree.SubElement(root, "api_version").text = api_version
+    if is_wrapper:
+        etree.SubElement(root, "is_wrapper")
     return etree.tostring(root, pretty_print=True, encoding="unicode")
 
 
 def lay_out(layout, bundle_dir, apps_dir):
     """Write ``APPS_DIR/<app>/<X.YY>/<platform>[__<plan>]/``: bootstrap, archive, version.xml."""
-    executable = os.path.join(bundle_dir, NAME)
-    if not os.access(executable, os.X_OK):
-        raise AppVersionError(f"{bundle_dir}: no executable {NAME} (a bundle of `mlds package build`, e.g. dist/{NAME})")
-    directory = os.path.join(apps_dir, layout.relative_dir())
-    if os.path.exists(directory) and os.listdir(directory):
-        raise AppVersionError(f"{directory} exists and is not empty: a released app version never changes; use a new version")
-    os.makedirs(directory, exist_ok=True)
+    directory = new_version_dir(layout, bundle_dir, apps_dir)
     bootstrap = os.path.join(directory, layout.bootstrap_name)
     with open(bootstrap, "w") as handle:
         handle.write(bootstrap_script(layout))
@@ -228,3 +230,15 @@ def lay_out(layout, bundle_dir, apps_dir):
     with open(os.path.join(directory, "version.xml"), "w") as handle:
         handle.write(version_xml(layout))
     return LaidOut(directory, (bootstrap, archive), unpacked_bytes(bundle_dir), archive_bytes, seconds)
+
+
+def new_version_dir(layout, bundle_dir, apps_dir):
+    """The version's directory, made empty; refuses a bundle without the trainer and a version laid out before."""
+    executable = os.path.join(bundle_dir, NAME)
+    if not os.access(executable, os.X_OK):
+        raise AppVersionError(f"{bundle_dir}: no executable {NAME} (a bundle of `mlds package build`, e.g. dist/{NAME})")
+    directory = os.path.join(apps_dir, layout.relative_dir())
+    if os.path.exists(directory) and os.listdir(directory):
+        raise AppVersionError(f"{directory} exists and is not empty: a released app version never changes; use a new version")
+    os.makedirs(directory, exist_ok=True)
+    return directory

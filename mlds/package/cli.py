@@ -42,18 +42,23 @@ def _fail(exc):
 @click.option("--out", "apps_dir", required=True, type=click.Path(file_okay=False), help="the apps/ directory to write into")
 @click.option("--app", default="mlds", show_default=True, help="the BOINC app name")
 @click.option("--compress-level", default=6, show_default=True, type=click.IntRange(1, 9), help="gzip level of the archive")
-def app_version(platform_name, plan_class, version, bundle, apps_dir, app, compress_level):
-    """Lay out APPS/APP/X.YY/PLATFORM[__PLAN]/ for bin/update_versions: bootstrap, archive, version.xml."""
+@click.option("--wrapper", type=click.Path(exists=True, dir_okay=False),
+              help="deploy under BOINC's wrapper (this binary, from samples/wrapper) instead of the sh bootstrap")  # fmt: skip
+def app_version(platform_name, plan_class, version, bundle, apps_dir, app, compress_level, wrapper):
+    """Lay out APPS/APP/X.YY/PLATFORM[__PLAN]/ for bin/update_versions: bootstrap, archive, version.xml
+    (with --wrapper: the wrapper, job.xml, a zip, version.xml)."""
     from mlds.package.appversion import AppVersionError, AppVersionLayout, lay_out
+    from mlds.package.wrapped import lay_out_wrapped
 
     try:
         layout = AppVersionLayout(platform_name, version, app=app, plan_class=plan_class, compress_level=compress_level)
-        done = lay_out(layout, bundle, apps_dir)
-    except AppVersionError as exc:
+        done = lay_out_wrapped(layout, bundle, wrapper, apps_dir) if wrapper else lay_out(layout, bundle, apps_dir)
+    except (AppVersionError, OSError) as exc:
         _fail(exc)
+    where = "in every task's slot (the wrapper's unzip_input)" if wrapper else "once per version in the volunteer's project directory"
     click.echo(f"{done.directory}: {len(done.files)} files + version.xml; archive {done.archive_bytes / 1e6:.1f} MB "
-               f"({done.archive_seconds:.0f} s), unpacked {done.unpacked_bytes / 1e6:.1f} MB once per version in the "
-               f"volunteer's project directory; sign it next: mlds package sign")  # fmt: skip
+               f"({done.archive_seconds:.0f} s), unpacked {done.unpacked_bytes / 1e6:.1f} MB {where}; "
+               f"sign it next: mlds package sign")  # fmt: skip
 
 
 @package.command()

@@ -34,6 +34,7 @@ class AppVersionSpec:
     avg_ncpus: float = 1.0
     cmdline: str = ""
     user_friendly_name: str = ""
+    logical_names: tuple = ()  # (file name, logical name) pairs: the name the file has in the slot
 
 
 def file_signature(config, path):
@@ -75,6 +76,12 @@ def add_app_version(config, spec):
     rows = [_file_row(config, path, position, position == spec.main) for position, path in enumerate(spec.files)]
     if len({row["name"] for row in rows}) != len(rows):
         raise ProjectError("two files of the version have the same name")
+    logical = dict(spec.logical_names)
+    unknown = sorted(set(logical) - {row["name"] for row in rows})
+    if unknown:
+        raise ProjectError(f"logical name for {', '.join(unknown)}: not a file of the version")
+    for row in rows:
+        row["logical_name"] = check_physical_name(logical[row["name"]]) if row["name"] in logical else ""
     connection = config.connect()
     try:
         with db.transaction(connection):
