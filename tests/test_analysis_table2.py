@@ -210,10 +210,11 @@ def test_at_epoch_keeps_the_networks_that_trained_that_long(tmp_path):
 @pytest.mark.slow
 def test_equal_training_rows_compare_both_sides_after_the_same_epoch(tmp_path):
     paths = write_synthetic(tmp_path, SyntheticConfig(networks=30, shift=0.3, seed=3, snapshot_epochs=(1, 2, 10)))
-    study = run_table2(Table2Config(tuple(paths), seeds=2, features=("raw",), controls=("norm",)))
+    study = run_table2(Table2Config(tuple(paths), seeds=2, features=("raw", "invariant"), controls=("norm",)))
     (pair,) = study["pairs"]
     assert pair["equal_training_networks"] == {"1": {"DS1": 30, "DS2": 30}, "2": {"DS1": 30, "DS2": 30}, "10": {"DS1": 0, "DS2": 0}}
-    assert [name for name in pair["rows"] if "@" in name] == ["raw@1", "norm@1", "raw@2", "norm@2"]  # nobody reached 10
+    at_epochs = ["raw@1", "invariant@1", "norm@1", "raw@2", "invariant@2", "norm@2"]  # every feature set; nobody reached 10
+    assert [name for name in pair["rows"] if "@" in name] == at_epochs
     assert max(s["mean"] for s in pair["rows"]["raw@1"].values()) >= 0.9  # the planted shift is in every snapshot
     out = tmp_path / "table2.md"
     write_study(study, str(out))

@@ -11,7 +11,7 @@ measures training length, not the trigger. Beside the six classifiers on each we
   if different.
 The last two must come out at chance; as every row reports the *best* of six classifiers, their
 best is the chance ceiling that a weight row must clear. At equal training, for each snapshot epoch
-``e`` the files keep (``pairs.at_epoch``): ``<features>@e``, the first weight feature set on every
+``e`` the files keep (``pairs.at_epoch``): ``<features>@e``, each weight feature set on every
 network's weights after epoch ``e``, and ``norm@e``, their norm alone. Only networks that trained
 ``e`` epochs have them, so at a late ``e`` the fast learners are gone (the counts are reported). The Trojan-detection view is the ROC AUC
 of the best weight-only detector (the best mean accuracy over weight feature sets and classifiers).
@@ -90,7 +90,8 @@ def study_pair(pair, config):
             continue
         equal[str(epoch)] = {"DS1": at.counts[0], "DS2": at.counts[1]}
         if min(at.counts) >= MIN_PER_CLASS:
-            rows[f"{config.features[0]}@{epoch}"] = _weights_row(at, config.features[0], config)
+            for name in config.features:
+                rows[f"{name}@{epoch}"] = _weights_row(at, name, config)
             rows[f"norm@{epoch}"] = _weights_row(at, "norm", config)
     return {
         "machine": pair.machine,
