@@ -179,8 +179,8 @@ def fake_source(root):
         (root / script).write_text("#!/bin/sh\necho 'S[\"ENABLE_FCGI_TRUE\"]=\"#\"' > config.status\n")
         (root / script).chmod(0o755)
     (root / "Makefile").write_text(FAKE_MAKEFILE)
-    for directory in ("api", "lib", "zip", "db", "sched"):
-        (root / directory).mkdir()
+    for directory in ("api", "lib", "zip", "db", "sched", "samples/wrapper"):
+        (root / directory).mkdir(parents=True)
         (root / directory / "Makefile").write_text(f"all {FAKE_TARGETS}:\n\t@true\n")
     return root
 
