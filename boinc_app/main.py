@@ -89,9 +89,12 @@ def train_wrapper(options, fraction_file, checkpoint_file):
         threads=options["threads"], device=options["device"],
     )  # fmt: skip
     log(f"wrapper mode: checkpoint every {config.checkpoint_period:g} s")
-    watch_parent(lambda parent: hard_exit("parent_gone", f"the wrapper (pid {parent}) is gone; exiting without writing"))
+    parent = os.getppid()
+    parent_gone = lambda parent: hard_exit("parent_gone", f"the wrapper (pid {parent}) is gone; exiting without writing")  # noqa: E731
+    watch_parent(parent_gone)
     terminate = functools.partial(hard_exit, "wrapper_kill", "killed by the wrapper (SIGTERM): exiting; the last checkpoint stands")
-    make_control = functools.partial(WrapperControl, fraction_file=fraction_file, checkpoint_file=checkpoint_file, on_terminate=terminate)
+    make_control = functools.partial(WrapperControl, fraction_file=fraction_file, checkpoint_file=checkpoint_file, on_terminate=terminate,
+                                     parent=parent, on_parent_gone=parent_gone)  # fmt: skip
     return train_standalone(config, make_control)
 
 

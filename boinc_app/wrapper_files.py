@@ -19,7 +19,8 @@ tells the wrapper about progress through two files named in the wrapper's ``job.
 The wrapper kills its child on quit and abort, but a wrapper that is itself killed (SIGKILL, the
 OOM killer) leaves the trainer running, and the client then starts a new wrapper in the same slot,
 whose trainer would race the orphan on the checkpoint file. ``watch_parent`` ends the orphan: a
-daemon thread sees the parent process change and exits at once, before the next checkpoint.
+daemon thread sees the parent process change and exits at once; ``WrapperControl.checkpoint``
+checks the parent too before it writes.
 
 Wrapper mode is selected by ``--wrapper-fraction-file NAME`` and/or
 ``--wrapper-checkpoint-file NAME`` on the trainer's command line (give the same names as in
@@ -66,11 +67,13 @@ class WrapperControl(StandaloneControl):
     """Standalone control that also writes the wrapper's fraction-done and checkpoint files and
     answers the wrapper's signals (``install_signal_handlers``); ``on_terminate()`` exits the process."""
 
-    def __init__(self, write_checkpoint, checkpoint_period=60.0, fraction_file=None, checkpoint_file=None, on_terminate=None, **kwargs):
+    def __init__(self, write_checkpoint, checkpoint_period=60.0, fraction_file=None, checkpoint_file=None, on_terminate=None,
+                 parent=None, on_parent_gone=None, **kwargs):  # fmt: skip
         super().__init__(write_checkpoint, checkpoint_period=checkpoint_period, **kwargs)
         self._fraction_file = fraction_file
         self._checkpoint_file = checkpoint_file
         self._on_terminate = on_terminate
+        self._parent, self._on_parent_gone = parent, on_parent_gone
         if checkpoint_file:
             try:
                 with open(checkpoint_file, "x", encoding="ascii") as handle:
@@ -91,6 +94,9 @@ class WrapperControl(StandaloneControl):
             write_fraction_done(self._fraction_file, fraction)
 
     def checkpoint(self, state):
+        # the parent watch polls once a second; an orphan must not write in that second either
+        if self._on_parent_gone is not None and os.getppid() != self._parent:
+            self._on_parent_gone(self._parent)
         super().checkpoint(state)
         epochs = max(n.epochs for n in state.networks)
         log(f"checkpoint: epoch {epochs}", self._stream)  # as in BOINC mode: the project reads stderr

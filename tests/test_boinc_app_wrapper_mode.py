@@ -73,6 +73,18 @@ def test_wrapper_options_win_over_init_data_and_resolve_logical_names(tmp_path):
     assert names == ["checkpoint_marker", "fraction_done", "init_data.xml", "result.h5", "spec.json"]
 
 
+def test_an_orphan_writes_no_checkpoint(tmp_path):
+    written, gone = [], []
+    control = WrapperControl(written.append, checkpoint_file=str(tmp_path / "ckpt"), parent=os.getppid(), on_parent_gone=gone.append)
+    state = training.initial_state(SPEC)
+    control.checkpoint(state)
+    assert written == [state] and gone == []
+    orphan = WrapperControl(written.append, parent=os.getppid() + 1, on_parent_gone=lambda parent: gone.append(parent) or 1 / 0)
+    with pytest.raises(ZeroDivisionError):  # on_parent_gone exits the process; here it raises instead
+        orphan.checkpoint(state)
+    assert written == [state] and gone == [os.getppid() + 1]
+
+
 def test_checkpoint_period_is_the_volunteers_from_the_wrappers_init_data(tmp_path, capsys):
     path = tmp_path / "init_data.xml"
     assert wrapper_checkpoint_period(str(path)) == DEFAULT_CHECKPOINT_PERIOD  # a slot without one
