@@ -90,8 +90,8 @@ def train_wrapper(options, fraction_file, checkpoint_file):
     )  # fmt: skip
     log(f"wrapper mode: checkpoint every {config.checkpoint_period:g} s")
     parent = os.getppid()
-    parent_gone = lambda parent: hard_exit("parent_gone", f"the wrapper (pid {parent}) is gone; exiting without writing")  # noqa: E731
-    watch_parent(parent_gone)
+    parent_gone = lambda pid: hard_exit("parent_gone", f"the wrapper (pid {pid}) is gone; exiting without writing")  # noqa: E731
+    watch_parent(parent, parent_gone)
     terminate = functools.partial(hard_exit, "wrapper_kill", "killed by the wrapper (SIGTERM): exiting; the last checkpoint stands")
     make_control = functools.partial(WrapperControl, fraction_file=fraction_file, checkpoint_file=checkpoint_file, on_terminate=terminate,
                                      parent=parent, on_parent_gone=parent_gone)  # fmt: skip

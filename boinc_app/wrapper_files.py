@@ -38,10 +38,9 @@ from boinc_app.boinc_control import log
 from boinc_app.standalone import StandaloneControl
 
 
-def watch_parent(on_gone, period=1.0):
-    """Call ``on_gone(parent_pid)`` from a daemon thread once this process's parent has changed
-    (the parent died; the orphan was re-parented). ``on_gone`` is expected to exit the process."""
-    parent = os.getppid()
+def watch_parent(parent, on_gone, period=1.0):
+    """Call ``on_gone(parent)`` from a daemon thread once this process's parent is no longer
+    ``parent`` (it died; the orphan was re-parented). ``on_gone`` is expected to exit the process."""
 
     def watch():
         while os.getppid() == parent:

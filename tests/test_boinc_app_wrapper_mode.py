@@ -104,7 +104,7 @@ def gone(parent):
     with open("gone", "w") as handle:
         handle.write(str(parent))
     os._exit(75)
-watch_parent(gone, period=0.05)
+watch_parent(os.getppid(), gone, period=0.05)
 open("watching", "w").close()
 time.sleep(120)
 """

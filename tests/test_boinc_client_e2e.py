@@ -63,6 +63,7 @@ from mlds.boinc_local.build import wrapper_program
 from tests.app_versions import laid_out_apps, version_files
 from tests.test_boinc_app_boinc_protocol import EPOCH_SECONDS, epoch_seconds
 from tests.test_boinc_app_training import assert_same_networks
+from tests.test_boinc_app_wrapper_mode import process_state
 from tests.test_packaging_freeze import session_bundle
 from workgen.specs import make_spec, with_data
 
@@ -561,15 +562,6 @@ def parent_pid(pid):
     try:
         with open(f"/proc/{pid}/stat") as handle:
             return int(handle.read().rsplit(")", 1)[1].split()[1])
-    except OSError:
-        return None
-
-
-def process_state(pid):
-    """The state letter of ``pid`` (``T``: stopped by a signal), or None when it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0]
     except OSError:
         return None
 

@@ -27,6 +27,7 @@ unzipped trainer is executable; links stored as the files they point to, as zips
 """
 
 import os
+import shutil
 import stat
 import time
 import zipfile
@@ -74,20 +75,22 @@ def write_zip(bundle_dir, path, compress_level=6):
         for root, dirs, files in os.walk(bundle_dir):
             dirs.sort()
             relative = os.path.relpath(root, os.path.dirname(bundle_dir))
-            archive.writestr(_info(relative + "/", 0o755 | stat.S_IFDIR), b"")
+            archive.writestr(_info(relative + "/", 0o755 | stat.S_IFDIR, compress_level), b"")
             for name in sorted(files):
                 full = os.path.join(root, name)
                 mode = 0o755 if os.stat(full).st_mode & stat.S_IXUSR else 0o644
-                with open(full, "rb") as handle:  # a link: the file it points to
-                    archive.writestr(_info(os.path.join(relative, name), mode | stat.S_IFREG), handle.read())
+                info = _info(os.path.join(relative, name), mode | stat.S_IFREG, compress_level)
+                with open(full, "rb") as source, archive.open(info, "w") as target:  # a link: the file it points to
+                    shutil.copyfileobj(source, target, 1 << 20)  # streamed: libtorch_cpu.so alone is 415 MB
     return os.path.getsize(path)
 
 
-def _info(name, mode):
+def _info(name, mode, compress_level):
     info = zipfile.ZipInfo(name, date_time=ZIP_DATE)
     info.create_system = 3  # Unix: unzip restores external_attr's mode
     info.external_attr = mode << 16
     info.compress_type = zipfile.ZIP_STORED if name.endswith("/") else zipfile.ZIP_DEFLATED
+    info._compresslevel = compress_level  # ZipFile.open(info, "w") takes the level from here (3.13 also: compress_level)
     return info
 
 
