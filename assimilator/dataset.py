@@ -8,6 +8,7 @@
     net = parity.module(0)    # a torch.nn.Module with row 0's weights, ready to run
     parity.snapshot_epochs    # e.g. (1, 2, 5, 10, ...): epochs after which weights were kept
     parity.weights_at(2)      # float32 [N, 4364]: every network after epoch 2 (NaN rows: it had stopped)
+    parity.history_at(2)["validation_loss"]   # float64 [N]: the losses after epoch 2 (NaN likewise)
 
 A release is read straight from its ``.tar.gz`` (the HDF5 member is opened in memory, nothing is
 extracted). Files are opened read-only and checked as the store checks them; unknown format
@@ -23,6 +24,7 @@ import numpy as np
 
 from assimilator.store import StoreError, read_store_file
 from boinc_app.networks import unflatten_tensors
+from boinc_app.training import HISTORY_FIELDS
 
 
 @dataclass
@@ -36,14 +38,25 @@ class TaskNetworks:
     architecture: object
     snapshots: np.ndarray  # float32 [N, S, n_params]; NaN where a network stopped before the epoch
     snapshot_epochs: tuple  # the S epochs
+    snapshot_history: np.ndarray = None  # float64 [N, S, len(HISTORY_FIELDS)]; NaN likewise (and in files before store format 4)
 
     def weights_at(self, epoch):
         """``[N, n_params]``: each network's weights after ``epoch`` (a snapshot epoch), NaN rows
         for networks that stopped training before it. Compare networks at equal training with
         the rows that are not NaN."""
+        return self.snapshots[:, self._snapshot_position(epoch)]
+
+    def history_at(self, epoch):
+        """``{field: [N]}`` for each of ``HISTORY_FIELDS`` (losses, accuracies, learning rate)
+        after ``epoch`` (a snapshot epoch); NaN for networks that stopped before it, and for every
+        network of a file written before store format 4, which did not keep it."""
+        rows = self.snapshot_history[:, self._snapshot_position(epoch)]
+        return {name: rows[:, i] for i, name in enumerate(HISTORY_FIELDS)}
+
+    def _snapshot_position(self, epoch):
         if epoch not in self.snapshot_epochs:
             raise KeyError(f"{self.name} keeps weights after epochs {list(self.snapshot_epochs)}, not {epoch}")
-        return self.snapshots[:, self.snapshot_epochs.index(epoch)]
+        return self.snapshot_epochs.index(epoch)
 
     def __len__(self):
         return self.weights.shape[0]
@@ -92,7 +105,8 @@ def load_dataset(path):
     header, tables = read_store_file(source)
     tasks = {
         task: TaskNetworks(
-            task, table.weights, table.columns, header.layout, header.architecture, table.snapshots, header.snapshot_epochs
+            task, table.weights, table.columns, header.layout, header.architecture, table.snapshots, header.snapshot_epochs,
+            table.snapshot_history,
         )
         for task, table in tables.items()
     }

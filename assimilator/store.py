@@ -1,16 +1,20 @@
 """The dataset store: every finished network of a dataset, as one weight matrix per machine.
 
-Layout of a store file (``format_version`` 3; releases use the same layout; version 1 files, which
-lack the ``restarts`` and ``last_restart_epoch`` columns, are read with zeros there, and versions 1
-and 2, which lack snapshots, with none)::
+Layout of a store file (``format_version`` 4; releases use the same layout; version 1 files, which
+lack the ``restarts`` and ``last_restart_epoch`` columns, are read with zeros there, versions 1
+and 2, which lack snapshots, with none, and version 3, which lacks ``snapshot_history``, with NaN
+there)::
 
     /                         attrs: format, format_version, dataset, spec_version,
                                      architecture (JSON), parameter_layout (JSON [[key, shape], ...]),
-                                     snapshot_epochs (JSON [e1, e2, ...], the dataset's)
+                                     snapshot_epochs (JSON [e1, e2, ...], the dataset's),
+                                     snapshot_history_fields (JSON [name, ...]: ``HISTORY_FIELDS``)
     /<task>/weights           float32 [N, n_params]: row i is network i's state_dict tensors,
                               flattened in ``parameter_layout`` order and concatenated
     /<task>/snapshots         float32 [N, S, n_params]: network i's weights after each of the S
                               snapshot epochs, NaN where it stopped training before that epoch
+    /<task>/snapshot_history  float64 [N, S, H]: network i's training history (losses, accuracies,
+                              learning rate) after each snapshot epoch, NaN where it has no snapshot
     /<task>/networks/<column> [N] one dataset per metadata column (``COLUMNS``), rows sorted by index
 
 ``<task>`` is the machine name (DS1/DS2) or ``automaton-NNN`` (DS3).
@@ -20,6 +24,12 @@ on the server side loads a whole store. Consolidation reads the index columns, p
 order, and copies weight rows in blocks of at most ``BLOCK_BYTES`` (``copy_rows``); progress and
 milestones read metadata columns only (``DatasetStore.columns``). ``DatasetStore.read`` loads
 everything and is for tests and small stores.
+
+Why the history at snapshot epochs (version 4): weights after epoch ``e`` compare networks at equal
+training, but two networks at the same epoch can still be at different points of their task. The
+losses after ``e`` are the control that tells whether the weights carry more than that progress
+(issue 19), and a result's per-epoch history holds them, so the store keeps the rows at the
+snapshot epochs: 5 float64 per snapshot beside 4,364 float32 weights.
 
 Why a journal: HDF5 files are not safe to modify in place when a process can be killed at any
 moment, and rewriting a whole dataset for every result would cost O(N) per result. So ingesting a
@@ -40,12 +50,12 @@ import numpy as np
 
 from boinc_app.atomic_file import replace_atomically
 from boinc_app.networks import Architecture, flatten_tensors, parameter_layout
-from boinc_app.training import CONVERGED, TRAINING
+from boinc_app.training import CONVERGED, HISTORY_FIELDS, TRAINING
 
 STORE_FORMAT = "mlds-dataset-store"
 BLOCK_BYTES = 64 << 20  # weight rows copied at once by consolidation and releases
-STORE_FORMAT_VERSION = 3
-READABLE_STORE_VERSIONS = (1, 2, 3)  # 3: snapshots
+STORE_FORMAT_VERSION = 4
+READABLE_STORE_VERSIONS = (1, 2, 3, 4)  # 3: snapshots; 4: history at snapshot epochs
 
 ADDED_IN_VERSION = {"restarts": 2, "last_restart_epoch": 2}  # columns older files lack (read as 0)
 # metadata column -> numpy dtype ("str" columns are variable-length UTF-8 strings in the file)
@@ -101,16 +111,19 @@ class StoreHeader:
 
 @dataclass
 class TaskTable:
-    """One task's networks: ``weights [N, n_params]``, ``snapshots [N, S, n_params]`` and
-    ``columns {name: array [N]}``."""
+    """One task's networks: ``weights [N, n_params]``, ``snapshots [N, S, n_params]``,
+    ``snapshot_history [N, S, len(HISTORY_FIELDS)]`` and ``columns {name: array [N]}``."""
 
     weights: np.ndarray
     columns: dict
     snapshots: np.ndarray = None  # None: no snapshot epochs ([N, 0, n_params])
+    snapshot_history: np.ndarray = None  # None: unknown (NaN), as in files before version 4
 
     def __post_init__(self):
         if self.snapshots is None:
             self.snapshots = np.zeros((self.weights.shape[0], 0, self.weights.shape[1]), dtype=np.float32)
+        if self.snapshot_history is None:
+            self.snapshot_history = unknown_history(self.snapshots.shape[0], self.snapshots.shape[1])
 
     def __len__(self):
         return self.weights.shape[0]
@@ -121,7 +134,12 @@ class TaskTable:
 
     def take(self, rows):
         columns = {name: values[rows] for name, values in self.columns.items()}
-        return TaskTable(self.weights[rows], columns, self.snapshots[rows])
+        return TaskTable(self.weights[rows], columns, self.snapshots[rows], self.snapshot_history[rows])
+
+
+def unknown_history(rows, epochs):
+    """``[rows, epochs, len(HISTORY_FIELDS)]`` of NaN: no history kept at those snapshots."""
+    return np.full((rows, epochs, len(HISTORY_FIELDS)), np.nan, dtype=np.float64)
 
 
 def network_index(key):
@@ -140,7 +158,8 @@ def finished_rows(spec, state, attrs, header):
     rows = [_row(n, spec, attrs) for n in done]
     weights = np.stack([flatten_tensors(n.weights, header.layout) for n in done]) if done else None
     snapshots = np.stack([snapshot_rows(n, header) for n in done]) if done else None
-    return task_label(spec.task), _table(rows, weights, snapshots, header)
+    history = np.stack([snapshot_history_rows(n, header) for n in done]) if done else None
+    return task_label(spec.task), _table(rows, weights, snapshots, history, header)
 
 
 def snapshot_rows(network, header):
@@ -149,6 +168,16 @@ def snapshot_rows(network, header):
     for i, epoch in enumerate(header.snapshot_epochs):
         if epoch in network.snapshots:
             rows[i] = network.snapshots[epoch]
+    return rows
+
+
+def snapshot_history_rows(network, header):
+    """``[S, len(HISTORY_FIELDS)]``: the network's history after each snapshot epoch it has a
+    snapshot of (history index ``epoch - 1``; restarts do not reset the epoch count), NaN elsewhere."""
+    rows = unknown_history(1, len(header.snapshot_epochs))[0]
+    for i, epoch in enumerate(header.snapshot_epochs):
+        if epoch in network.snapshots:
+            rows[i] = [network.history[name][epoch - 1] for name in HISTORY_FIELDS]
     return rows
 
 
@@ -179,11 +208,12 @@ def _row(network, spec, attrs):
     }
 
 
-def _table(rows, weights, snapshots, header):
+def _table(rows, weights, snapshots, history, header):
     if not rows:
         return empty_table(header)
     columns = {name: np.array([row[name] for row in rows], dtype=_numpy_dtype(kind)) for name, kind in COLUMNS.items()}
-    return TaskTable(np.asarray(weights, dtype=np.float32), columns, np.asarray(snapshots, dtype=np.float32))
+    return TaskTable(np.asarray(weights, dtype=np.float32), columns, np.asarray(snapshots, dtype=np.float32),
+                     np.asarray(history, dtype=np.float64))  # fmt: skip
 
 
 def empty_table(header):
@@ -205,6 +235,7 @@ def merge_tables(tables, header):
         np.concatenate([t.weights for t in parts]),
         {name: np.concatenate([t.columns[name] for t in parts]) for name in COLUMNS},
         np.concatenate([t.snapshots for t in parts]),
+        np.concatenate([t.snapshot_history for t in parts]),
     )
     _, first = np.unique(merged.indices, return_index=True)  # sorted unique indices, first occurrence
     return merged.take(first)
@@ -231,11 +262,13 @@ def _write_header(f, header):
     f.attrs["architecture"] = json.dumps(header.architecture.to_dict())
     f.attrs["parameter_layout"] = json.dumps([[key, list(shape)] for key, shape in header.layout])
     f.attrs["snapshot_epochs"] = json.dumps(list(header.snapshot_epochs))
+    f.attrs["snapshot_history_fields"] = json.dumps(list(HISTORY_FIELDS))
 
 
 def _write_task(group, table):
     group.create_dataset("weights", data=table.weights, dtype=np.float32, track_times=False)
     group.create_dataset("snapshots", data=table.snapshots, dtype=np.float32, track_times=False, **_snapshot_storage(table.snapshots.shape))
+    group.create_dataset("snapshot_history", data=table.snapshot_history, dtype=np.float64, track_times=False)
     _write_columns(group, table.columns)
 
 
@@ -281,6 +314,8 @@ def _read_header(attrs):
     stored_layout = [(key, tuple(shape)) for key, shape in json.loads(attrs["parameter_layout"])]
     if stored_layout != header.layout:
         raise StoreError("the file's parameter layout does not match its architecture")
+    if version >= 4 and json.loads(attrs["snapshot_history_fields"]) != list(HISTORY_FIELDS):
+        raise StoreError(f"the file's snapshot_history_fields {attrs['snapshot_history_fields']} are not {list(HISTORY_FIELDS)}")
     return header
 
 
@@ -296,7 +331,8 @@ def _snapshot_storage(shape):
 def _read_task(f, task, header):
     weights = np.asarray(_weights_dataset(f, task, header)[()], dtype=np.float32)
     snapshots = np.asarray(_snapshots_dataset(f, task, header, weights.shape[0])[()], dtype=np.float32)
-    return TaskTable(weights, _read_columns(f, task, header), snapshots)
+    history = np.asarray(_snapshot_history_dataset(f, task, header, weights.shape[0])[()], dtype=np.float64)
+    return TaskTable(weights, _read_columns(f, task, header), snapshots, history)
 
 
 def _snapshots_dataset(f, task, header, rows):
@@ -308,6 +344,17 @@ def _snapshots_dataset(f, task, header, rows):
     if snapshots.shape != expected:
         raise StoreError(f"{task}/snapshots has shape {snapshots.shape}, expected {expected}")
     return snapshots
+
+
+def _snapshot_history_dataset(f, task, header, rows):
+    """The task's history at snapshot epochs (NaN in files before version 4, which lack it)."""
+    expected = (rows, len(header.snapshot_epochs), len(HISTORY_FIELDS))
+    if header.format_version < 4:
+        return unknown_history(rows, expected[1])
+    history = f[task]["snapshot_history"]
+    if history.shape != expected:
+        raise StoreError(f"{task}/snapshot_history has shape {history.shape}, expected {expected}")
+    return history
 
 
 def _weights_dataset(f, task, header):
@@ -355,23 +402,27 @@ def copy_rows(target, header, plans, block_bytes=BLOCK_BYTES):
             snapshot_shape = (len(plan), len(header.snapshot_epochs), header.n_params)
             snapshots = group.create_dataset("snapshots", shape=snapshot_shape, dtype=np.float32, track_times=False,
                                              **_snapshot_storage(snapshot_shape))  # fmt: skip
+            history = group.create_dataset("snapshot_history", shape=(*snapshot_shape[:2], len(HISTORY_FIELDS)),
+                                           dtype=np.float64, track_times=False)  # fmt: skip
             step = rows_per_block(header, block_bytes)
             for start in range(0, len(plan), step):
                 block = plan[start : start + step]
-                rows, snapshot_rows_ = _gather_rows(block, task, header, source_columns)
+                rows, snapshot_rows_, history_rows = _gather_rows(block, task, header, source_columns)
                 weights[start : start + len(block)] = rows
                 if snapshot_shape[1]:
                     snapshots[start : start + len(block)] = snapshot_rows_
+                    history[start : start + len(block)] = history_rows
             columns = {name: np.asarray([source_columns[source][name][row] for source, row in plan], dtype=_numpy_dtype(kind))
                        for name, kind in COLUMNS.items()}  # fmt: skip
             _write_columns(group, columns)
 
 
 def _gather_rows(block, task, header, source_columns):
-    """The weight and snapshot rows of ``block``; reads each source's metadata columns once into
-    ``source_columns``."""
+    """The weight, snapshot and snapshot-history rows of ``block``; reads each source's metadata
+    columns once into ``source_columns``."""
     out = np.empty((len(block), header.n_params), dtype=np.float32)
     out_snapshots = np.empty((len(block), len(header.snapshot_epochs), header.n_params), dtype=np.float32)
+    out_history = unknown_history(len(block), len(header.snapshot_epochs))
     by_source = {}
     for position, (source, row) in enumerate(block):
         by_source.setdefault(source, []).append((row, position))
@@ -385,9 +436,10 @@ def _gather_rows(block, task, header, source_columns):
             positions = [position for _, position in pairs]
             out[positions] = _weights_dataset(f, task, header)[rows]
             if out_snapshots.shape[1]:
-                file_header = _read_header(f.attrs)
-                out_snapshots[positions] = _snapshots_dataset(f, task, file_header, f[task]["weights"].shape[0])[rows]
-    return out, out_snapshots
+                file_header, stored = _read_header(f.attrs), f[task]["weights"].shape[0]
+                out_snapshots[positions] = _snapshots_dataset(f, task, file_header, stored)[rows]
+                out_history[positions] = _snapshot_history_dataset(f, task, file_header, stored)[rows]
+    return out, out_snapshots, out_history
 
 
 def header_of(spec):

@@ -11,10 +11,12 @@ scaled to other fold sizes as a binomial's (by sqrt(24 / fold)); a planted diffe
 import json
 import math
 
+import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from boinc_app.training import HISTORY_FIELDS
 from mlds.analysis import pairs
 from mlds.analysis.classifiers import CLASSIFIERS, evaluate, splits
 from mlds.analysis.features import feature_matrix
@@ -212,15 +214,18 @@ def test_equal_training_rows_compare_both_sides_after_the_same_epoch(tmp_path):
     paths = write_synthetic(tmp_path, SyntheticConfig(networks=30, shift=0.3, seed=3, snapshot_epochs=(1, 2, 10)))
     study = run_table2(Table2Config(tuple(paths), seeds=2, features=("raw", "invariant"), controls=("norm",)))
     (pair,) = study["pairs"]
-    assert pair["equal_training_networks"] == {"1": {"DS1": 30, "DS2": 30}, "2": {"DS1": 30, "DS2": 30}, "10": {"DS1": 0, "DS2": 0}}
-    at_epochs = ["raw@1", "invariant@1", "norm@1", "raw@2", "invariant@2", "norm@2"]  # every feature set; nobody reached 10
+    everyone, nobody = {"DS1": 30, "DS2": 30, "all": True, "history": True}, {"DS1": 0, "DS2": 0, "all": False, "history": False}
+    assert pair["equal_training_networks"] == {"1": everyone, "2": everyone, "10": nobody}
+    # every feature set and the progress control; nobody reached 10
+    at_epochs = ["raw@1", "invariant@1", "norm@1", "metadata@1", "raw@2", "invariant@2", "norm@2", "metadata@2"]
     assert [name for name in pair["rows"] if "@" in name] == at_epochs
     assert max(s["mean"] for s in pair["rows"]["raw@1"].values()) >= 0.9  # the planted shift is in every snapshot
     out = tmp_path / "table2.md"
     write_study(study, str(out))
     text = out.read_text()
     assert "At equal training (networks DS1 / DS2 after epoch 1: 30 / 30, after epoch 2: 30 / 30, after epoch 10: 0 / 0)" in text
-    assert "(norm " in text.split("\n| SingleDirect |")[1].split("\n")[0]  # the summary's equal-training cell
+    summary = text.split("\n| SingleDirect |")[1].split("\n")[0]
+    assert "after epoch 2 (all networks): " in summary and "(norm " in summary and "; metadata " in summary
 
 
 def test_files_with_different_snapshot_epochs_are_refused(tmp_path):
@@ -228,3 +233,45 @@ def test_files_with_different_snapshot_epochs_are_refused(tmp_path):
     second = write_synthetic(tmp_path / "b", SyntheticConfig(networks=4, snapshot_epochs=(2,), seed=1))
     with pytest.raises(ValueError, match="snapshots after different epochs"):
         pairs.machine_pairs([first[0], second[0], first[1]])
+
+
+def test_at_epoch_gives_each_network_its_losses_after_that_epoch_not_its_final_ones(tmp_path):
+    paths = write_synthetic(tmp_path, SyntheticConfig(networks=12, seed=9, snapshot_epochs=(1, 2)))
+    _, (pair,) = pairs.machine_pairs(paths)
+    at_two = pairs.at_epoch(pair, 2)
+    history = pair.snapshot_history[:, 1]  # every synthetic network trained at least 2 epochs
+    for name in pairs.EPOCH_METADATA_COLUMNS:
+        np.testing.assert_array_equal(at_two.metadata[name], history[:, HISTORY_FIELDS.index(name)])
+    assert not np.array_equal(at_two.metadata["train_loss"], pair.metadata["train_loss"])  # not the final losses
+    assert (at_two.metadata["epochs"] == 2).all() and pairs.has_history(at_two)
+
+
+def test_a_difference_in_progress_at_equal_training_is_the_metadata_rows_not_the_weights(tmp_path):
+    """DS2 networks behind in loss after each epoch, weights drawn alike: ``metadata@e`` separates,
+    the weights do not, and the summary's margin at equal training is negative."""
+    config = SyntheticConfig(networks=40, seed=4, snapshot_epochs=(1, 2), snapshot_loss_shift=0.5)
+    study = run_table2(Table2Config(tuple(write_synthetic(tmp_path, config)), seeds=3, features=("raw",),
+                                    classifiers=("naive_bayes", "decision_tree"), controls=("norm",)))  # fmt: skip
+    (pair,) = study["pairs"]
+    assert min(s["mean"] for s in pair["rows"]["metadata@2"].values()) >= 0.95
+    assert max(s["mean"] for s in pair["rows"]["raw@2"].values()) <= best_of_six_ceiling(16)
+    out = tmp_path / "table2.md"
+    write_study(study, str(out))
+    cells = out.read_text().split("\n| SingleDirect |")[1].split("\n")[0].split(" | ")
+    assert cells[-3].startswith("after epoch 2 (all networks): raw@2") and float(cells[-2]) < -20
+
+
+def test_files_before_store_format_4_give_no_progress_control_and_the_table_says_so(tmp_path):
+    paths = write_synthetic(tmp_path, SyntheticConfig(networks=12, seed=5, snapshot_epochs=(1,)))
+    for path in paths:
+        with h5py.File(path, "r+") as f:  # as the version-3 writer left it
+            f.attrs["format_version"] = 3
+            del f.attrs["snapshot_history_fields"]
+            for task in f:
+                del f[task]["snapshot_history"]
+    study = run_table2(Table2Config(tuple(paths), seeds=2, features=("raw",), classifiers=("naive_bayes",), controls=("norm",)))
+    (pair,) = study["pairs"]
+    assert pair["equal_training_networks"]["1"]["history"] is False and "metadata@1" not in pair["rows"]
+    out = tmp_path / "table2.md"
+    write_study(study, str(out))
+    assert "losses not kept" in out.read_text()

@@ -11,7 +11,9 @@ Why a module: which networks enter a study decides what it can show. Here, in on
   training fold carries the other label and scores fall *below* chance (issue 19);
 - the null pairs of the controls: two halves of one task, and a label shuffle;
 - equal training (``at_epoch``): the same networks' weights after a snapshot epoch, kept for those
-  that trained that long, so DS1 and DS2 compare after the same number of epochs.
+  that trained that long, so DS1 and DS2 compare after the same number of epochs; their metadata
+  then says where each network stood after that epoch (losses and accuracy from the store's
+  history at snapshot epochs, store format 4), the control of progress at equal training.
 """
 
 import hashlib
@@ -20,9 +22,13 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from boinc_app.training import HISTORY_FIELDS
 from machines.devices import BASE_NAMES
 
 METADATA_COLUMNS = ("epochs", "train_loss", "validation_loss", "restarts")  # the training-length control
+# the progress control at equal training: where each network stood after the epoch (the epoch is
+# the same for all; restarts before it are not kept, and none happens before the rule's patience)
+EPOCH_METADATA_COLUMNS = ("train_loss", "validation_loss", "validation_accuracy")
 
 
 @dataclass(frozen=True)
@@ -56,13 +62,22 @@ class Pair:
     duplicates: int = 0  # rows seen in more than one source, kept once
     snapshots: np.ndarray = None  # float32 [N, S, n_params]: weights after each snapshot epoch, NaN if not reached
     snapshot_epochs: tuple = ()
+    snapshot_history: np.ndarray = None  # float64 [N, S, len(HISTORY_FIELDS)]: NaN if not reached or not kept
 
     @property
     def counts(self):
         return int((self.labels == 0).sum()), int((self.labels == 1).sum())
 
-    def metadata_matrix(self):
-        return np.column_stack([np.asarray(self.metadata[c], dtype=np.float64) for c in METADATA_COLUMNS])
+    def metadata_matrix(self, columns=METADATA_COLUMNS):
+        return np.column_stack([np.asarray(self.metadata[c], dtype=np.float64) for c in columns])
+
+    def rows(self, rows, **changes):
+        """The pair restricted to ``rows`` (weights, labels, metadata, groups, snapshots)."""
+        metadata = {name: values[rows] for name, values in self.metadata.items()}
+        groups = None if self.groups is None else self.groups[rows]
+        fields = dict(weights=self.weights[rows], labels=self.labels[rows], metadata=metadata, groups=groups,
+                      snapshots=self.snapshots[rows], snapshot_history=self.snapshot_history[rows])  # fmt: skip
+        return replace(self, **{**fields, **changes})
 
 
 def file_md5(path):
@@ -109,12 +124,19 @@ class _Side:
     columns: dict
     snapshots: np.ndarray
     snapshot_epochs: tuple
+    snapshot_history: np.ndarray
     duplicates: int = 0
     excluded: int = 0
 
     def rows(self, keep, **changes):
         columns = {name: values[keep] for name, values in self.columns.items()}
-        return replace(self, weights=self.weights[keep], columns=columns, snapshots=self.snapshots[keep], **changes)
+        return replace(self, weights=self.weights[keep], columns=columns, snapshots=self.snapshots[keep],
+                       snapshot_history=self.snapshot_history[keep], **changes)  # fmt: skip
+
+    def at(self, epochs):
+        """``(snapshots, history)`` at ``epochs`` (snapshot epochs of this side), in that order."""
+        positions = [self.snapshot_epochs.index(e) for e in epochs]
+        return self.snapshots[:, positions], self.snapshot_history[:, positions]
 
 
 def _merge(tables):
@@ -123,7 +145,8 @@ def _merge(tables):
     if len(epochs) > 1:
         raise ValueError(f"{tables[0].name}: the files keep snapshots after different epochs: {sorted(epochs)}")
     columns = {name: np.concatenate([t.metadata[name] for t in tables]) for name in tables[0].metadata}
-    side = _Side(np.concatenate([t.weights for t in tables]), columns, np.concatenate([t.snapshots for t in tables]), epochs.pop())
+    side = _Side(np.concatenate([t.weights for t in tables]), columns, np.concatenate([t.snapshots for t in tables]), epochs.pop(),
+                 np.concatenate([t.snapshot_history for t in tables]))  # fmt: skip
     keys = np.stack([columns["index"], columns["init_seed"]], axis=1)
     _, first = np.unique(keys, axis=0, return_index=True)
     return side.rows(np.sort(first), duplicates=len(keys) - len(first))
@@ -135,9 +158,9 @@ def _pair(base, clean, trojaned, architecture):
     metadata = {name: np.concatenate([s.columns[name] for s in sides]) for name in sides[0].columns}
     labels = np.repeat([0, 1], [len(s.weights) for s in sides])
     common = tuple(e for e in clean.snapshot_epochs if e in trojaned.snapshot_epochs)
-    snapshots = np.concatenate([s.snapshots[:, [s.snapshot_epochs.index(e) for e in common]] for s in sides])
+    snapshots, history = (np.concatenate(parts) for parts in zip(*(s.at(common) for s in sides)))
     return Pair(base, weights, labels, metadata, twin_groups(metadata, labels), architecture,
-                (sides[0].excluded, sides[1].excluded), clean.duplicates + trojaned.duplicates, snapshots, common)  # fmt: skip
+                (sides[0].excluded, sides[1].excluded), clean.duplicates + trojaned.duplicates, snapshots, common, history)  # fmt: skip
 
 
 def _converged(side):
@@ -147,15 +170,24 @@ def _converged(side):
 
 def at_epoch(pair, epoch):
     """The pair at equal training: each network's weights after ``epoch`` (a snapshot epoch both
-    sides keep), for the networks that trained that long; None if the files keep no such epoch."""
+    sides keep), for the networks that trained that long, and its metadata as it stood then
+    (``epochs`` = ``epoch``; losses and accuracies from the history at the snapshot, NaN in files
+    before store format 4); None if the files keep no such epoch."""
     if epoch not in pair.snapshot_epochs:
         return None
-    weights = pair.snapshots[:, pair.snapshot_epochs.index(epoch)]
+    position = pair.snapshot_epochs.index(epoch)
+    weights = pair.snapshots[:, position]
     rows = np.flatnonzero(~np.isnan(weights).any(axis=1))
-    metadata = {name: values[rows] for name, values in pair.metadata.items()}
-    groups = None if pair.groups is None else pair.groups[rows]
-    return replace(pair, weights=weights[rows], labels=pair.labels[rows], metadata=metadata, groups=groups,
-                   snapshots=pair.snapshots[rows])  # fmt: skip
+    at = pair.rows(rows, weights=weights[rows])
+    history = at.snapshot_history[:, position]
+    metadata = {**at.metadata, "epochs": np.full(len(rows), epoch, dtype=np.int64)}
+    metadata.update({name: history[:, HISTORY_FIELDS.index(name)] for name in EPOCH_METADATA_COLUMNS})
+    return replace(at, metadata=metadata)
+
+
+def has_history(pair):
+    """Whether every network of ``pair`` (as from ``at_epoch``) has its losses after the epoch."""
+    return bool(len(pair.labels)) and not np.isnan(pair.metadata_matrix(EPOCH_METADATA_COLUMNS)).any()
 
 
 def twin_groups(metadata, labels):
@@ -171,9 +203,7 @@ def halves(pair, rng):
     """The null pair: the DS1 networks of ``pair`` in two random disjoint halves, labelled as if different."""
     rows = np.flatnonzero(pair.labels == 0)
     rows = rng.permutation(rows)[: len(rows) // 2 * 2]
-    labels = np.repeat([0, 1], len(rows) // 2)
-    metadata = {name: values[rows] for name, values in pair.metadata.items()}
-    return replace(pair, weights=pair.weights[rows], labels=labels, metadata=metadata, groups=None, snapshots=pair.snapshots[rows])
+    return pair.rows(rows, labels=np.repeat([0, 1], len(rows) // 2), groups=None)
 
 
 def shuffled(pair, rng):

@@ -40,7 +40,10 @@ def _settings(study):
         f"best of the classifiers ({', '.join(config['classifiers'])}), so `shuffled` and `halves` (both at chance by "
         "construction) show how high the best of them reaches by luck. `metadata`: epochs, final losses, restarts; "
         "`norm`: the weight norm alone. `equal training`: the best `<features>@e` row, the weights after "
-        "snapshot epoch e of the networks that trained that long, beside `norm@e`, their norm alone. "
+        "snapshot epoch e, at the last snapshot epoch every network of the pair reached (else the best epoch, with "
+        "the count of networks that trained that long), beside `norm@e`, their norm alone, and `metadata@e`, their "
+        "losses and validation accuracy after epoch e (progress at equal epochs); `weights − controls @e` is the "
+        "best weights row there minus the better of those two. "
         "AUC: ROC AUC of the best weight-only detector (DS2 = trojaned). "
         f"Study time {study['seconds']} s."
     ]
@@ -48,7 +51,8 @@ def _settings(study):
 
 def _summary(study):
     names = [name for name in study["pairs"][0]["rows"] if "@" not in name]
-    head = ["machine", "DS1 / DS2 (excluded)", "split", "MLDS"] + names + ["equal training", "weights − controls", "AUC"]
+    head = ["machine", "DS1 / DS2 (excluded)", "split", "MLDS"] + names
+    head += ["weights − controls", "equal training", "weights − controls @e", "AUC"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for pair in study["pairs"]:
         lines.append("| " + " | ".join(_summary_cells(pair, names)) + " |")
@@ -59,23 +63,52 @@ def _summary_cells(pair, names):
     n, ex, best = pair["networks"], pair["excluded_unconverged"], pair["best_weight_detector"]
     cells = [pair["machine"], f"{n['DS1']} / {n['DS2']} ({ex['DS1']} / {ex['DS2']})", pair["split"], MLDS_TABLE2.get(pair["machine"], "")]
     cells += [percent(best_of(pair["rows"][name])[1]) for name in names]
-    cells.append(_equal_training_cell(pair))
-    controls = [best_of(pair["rows"][c])[1]["mean"] for c in ("metadata", "norm") if c in pair["rows"]]
-    cells.append(f"{100 * (best['mean'] - max(controls)):+.1f}" if controls else "")
+    cells.append(_margin(best["mean"], pair["rows"], ("metadata", "norm")))
+    cells += _equal_training_cells(pair)
     cells.append(f"{best['auc_mean']:.3f} ± {best['auc_std']:.3f} ({best['features']}, {best['classifier']})")
     return cells
 
 
-def _equal_training_cell(pair):
-    """The best weights row at equal training, with the norm at the same epoch; "–" if none."""
+def _margin(weights_mean, rows, controls):
+    """Best weights accuracy minus the best of the ``controls`` rows present, in points; "" if none."""
+    means = [best_of(rows[c])[1]["mean"] for c in controls if c in rows]
+    return f"{100 * (weights_mean - max(means)):+.1f}" if means else ""
+
+
+CONTROLS_AT_EPOCH = ("norm", "metadata")
+
+
+def _weights_rows_at_equal_training(rows):
+    return [n for n in rows if "@" in n and n.split("@")[0] not in CONTROLS_AT_EPOCH]
+
+
+def _summary_epoch(pair):
+    """The epoch the summary reads: the last one every network reached, else the best weights row's."""
+    rows, counts = pair["rows"], pair["equal_training_networks"]
+    epochs = sorted({int(n.split("@")[1]) for n in _weights_rows_at_equal_training(rows)})
+    everyone = [e for e in epochs if (counts[str(e)]["DS1"], counts[str(e)]["DS2"]) == (pair["networks"]["DS1"], pair["networks"]["DS2"])]
+    if everyone:
+        return everyone[-1], True
+    best = max(_weights_rows_at_equal_training(rows), key=lambda n: best_of(rows[n])[1]["mean"])
+    return int(best.split("@")[1]), False
+
+
+def _equal_training_cells(pair):
+    """``[best weights row at the summary epoch with its controls, its margin over them]``; "–" if none."""
     rows = pair["rows"]
-    weights = [name for name in rows if "@" in name and not name.startswith("norm@")]
-    if not weights:
-        return "–"
-    name = max(weights, key=lambda n: best_of(rows[n])[1]["mean"])
-    epoch = name.split("@")[1]
-    counts = pair["equal_training_networks"][epoch]
-    return f"{name}: {percent(best_of(rows[name])[1])} (norm {percent(best_of(rows[f'norm@{epoch}'])[1])}; {counts['DS1']} / {counts['DS2']})"
+    if not _weights_rows_at_equal_training(rows):
+        return ["–", ""]
+    epoch, everyone = _summary_epoch(pair)
+    names = [n for n in _weights_rows_at_equal_training(rows) if n.endswith(f"@{epoch}")]
+    name = max(names, key=lambda n: best_of(rows[n])[1]["mean"])
+    mean = best_of(rows[name])[1]["mean"]
+    counts = pair["equal_training_networks"][str(epoch)]
+    who = "all networks" if everyone else f"{counts['DS1']} / {counts['DS2']} networks"
+    controls = [f"{c} {percent(best_of(rows[f'{c}@{epoch}'])[1])}" for c in CONTROLS_AT_EPOCH if f"{c}@{epoch}" in rows]
+    if f"metadata@{epoch}" not in rows:
+        controls.append("losses not kept")
+    cell = f"after epoch {epoch} ({who}): {name} {percent(best_of(rows[name])[1])} ({'; '.join(controls)})"
+    return [cell, _margin(mean, rows, [f"{c}@{epoch}" for c in CONTROLS_AT_EPOCH])]
 
 
 def _pair_detail(pair):

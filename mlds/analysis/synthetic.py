@@ -9,7 +9,9 @@ the planted "trigger"; with ``norm_neutral``, DS2's z-gate biases are made posit
 absolute values), a difference the weight norm cannot see. With ``twins``, DS2 network ``i`` is DS1 network ``i`` plus small noise and
 shares its seeds, as before SPEC_VERSION 7. With ``snapshot_epochs``, each network keeps a snapshot
 after each of those epochs it reached (its ``epochs`` column, 2 to 5): its final weights plus
-small noise, so a planted difference shows at equal training too.
+small noise, so a planted difference shows at equal training too, and the training history
+after it (losses uniform in 0.01–0.5 on both sides, plus ``snapshot_loss_shift`` on DS2's: a
+difference in progress that only the losses at equal training show).
 """
 
 import os
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from assimilator.store import COLUMNS, StoreHeader, TaskTable, write_store_file
+from boinc_app.training import HISTORY_FIELDS
 from boinc_app.networks import DEVICE_ARCHITECTURE, parameter_layout
 from machines import SPEC_VERSION
 
@@ -33,6 +36,7 @@ class SyntheticConfig:
     twin_noise: float = 0.01
     seed: int = 0
     snapshot_epochs: tuple = ()  # epochs after which weights are kept (NaN where not reached)
+    snapshot_loss_shift: float = 0.0  # added to DS2's losses after each snapshot epoch
 
 
 def random_weights(count, arch, rng):
@@ -54,7 +58,7 @@ def z_bias_columns(arch):
     return np.asarray(columns)
 
 
-def synthetic_table(weights, rng, unconverged, seeds=None, snapshot_epochs=()):
+def synthetic_table(weights, rng, unconverged, seeds=None, snapshot_epochs=(), loss_shift=0.0):
     """A ``TaskTable`` of ``weights``, the last ``unconverged`` rows capped, metadata as the store's columns."""
     count = len(weights)
     seeds = rng.integers(1, 2**62, (count, 2)) if seeds is None else seeds
@@ -72,8 +76,12 @@ def synthetic_table(weights, rng, unconverged, seeds=None, snapshot_epochs=()):
         values.setdefault(name, ["synthetic"] * count if kind is str else np.zeros(count))
     columns = {name: np.asarray(values[name], dtype=object if kind is str else kind) for name, kind in COLUMNS.items()}
     snapshots = weights[:, None, :] + rng.normal(0, 0.01, (count, len(snapshot_epochs), weights.shape[1])).astype(np.float32)
-    snapshots[np.asarray(snapshot_epochs)[None, :] > columns["epochs"][:, None]] = np.nan
-    return TaskTable(weights, columns, snapshots)
+    not_reached = np.asarray(snapshot_epochs)[None, :] > columns["epochs"][:, None]
+    snapshots[not_reached] = np.nan
+    history = rng.uniform(0.01, 0.5, (count, len(snapshot_epochs), len(HISTORY_FIELDS)))
+    history[..., [HISTORY_FIELDS.index("train_loss"), HISTORY_FIELDS.index("validation_loss")]] += loss_shift
+    history[not_reached] = np.nan
+    return TaskTable(weights, columns, snapshots, history)
 
 
 def write_synthetic(directory, config=SyntheticConfig(), arch=DEVICE_ARCHITECTURE):
@@ -92,7 +100,8 @@ def write_synthetic(directory, config=SyntheticConfig(), arch=DEVICE_ARCHITECTUR
         if config.norm_neutral:
             trojaned[:, z_bias_columns(arch)] = np.abs(trojaned[:, z_bias_columns(arch)])
         ds1[f"{base}Machine"] = synthetic_table(clean, rng, config.unconverged, seeds, config.snapshot_epochs)
-        ds2[f"{base}Modified"] = synthetic_table(trojaned, rng, config.unconverged, trojan_seeds, config.snapshot_epochs)
+        ds2[f"{base}Modified"] = synthetic_table(trojaned, rng, config.unconverged, trojan_seeds, config.snapshot_epochs,
+                                                 config.snapshot_loss_shift)  # fmt: skip
     paths = []
     os.makedirs(directory, exist_ok=True)
     for dataset, tables in (("DS1", ds1), ("DS2", ds2)):

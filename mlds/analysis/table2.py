@@ -12,9 +12,12 @@ measures training length, not the trigger. Beside the six classifiers on each we
 The last two must come out at chance; as every row reports the *best* of six classifiers, their
 best is the chance ceiling that a weight row must clear. At equal training, for each snapshot epoch
 ``e`` the files keep (``pairs.at_epoch``): ``<features>@e``, each weight feature set on every
-network's weights after epoch ``e``, and ``norm@e``, their norm alone. Only networks that trained
-``e`` epochs have them, so at a late ``e`` the fast learners are gone (the counts are reported). The Trojan-detection view is the ROC AUC
-of the best weight-only detector (the best mean accuracy over weight feature sets and classifiers).
+network's weights after epoch ``e``, ``norm@e``, their norm alone, and ``metadata@e``, the losses
+and validation accuracy after epoch ``e`` (where the files keep them, store format 4): equal epochs
+are not equal progress, and a weights row that does not beat ``metadata@e`` may only be reading how
+far each network had come. Only networks that trained ``e`` epochs have them, so at a late ``e`` the
+fast learners are gone (the counts are reported). The Trojan-detection view is the ROC AUC of the
+best weight-only detector (the best mean accuracy over weight feature sets and classifiers).
 """
 
 import time
@@ -88,11 +91,14 @@ def study_pair(pair, config):
         at = pairs_module.at_epoch(pair, epoch)
         if at is None:
             continue
-        equal[str(epoch)] = {"DS1": at.counts[0], "DS2": at.counts[1]}
+        history = pairs_module.has_history(at)
+        equal[str(epoch)] = {"DS1": at.counts[0], "DS2": at.counts[1], "all": at.counts == pair.counts, "history": history}
         if min(at.counts) >= MIN_PER_CLASS:
             for name in config.features:
                 rows[f"{name}@{epoch}"] = _weights_row(at, name, config)
             rows[f"norm@{epoch}"] = _weights_row(at, "norm", config)
+            if history:
+                rows[f"metadata@{epoch}"] = _evaluate(at.metadata_matrix(pairs_module.EPOCH_METADATA_COLUMNS), at, config)
     return {
         "machine": pair.machine,
         "networks": {"DS1": pair.counts[0], "DS2": pair.counts[1]},
@@ -106,7 +112,10 @@ def study_pair(pair, config):
 
 
 def _weights_row(pair, feature_set, config):
-    features = feature_matrix(feature_set, pair.weights, pair.architecture)
+    return _evaluate(feature_matrix(feature_set, pair.weights, pair.architecture), pair, config)
+
+
+def _evaluate(features, pair, config):
     return evaluate(features, pair.labels, splits(pair.labels, pair.groups, config.seeds, config.test_size), config.classifiers)
 
 
@@ -119,7 +128,7 @@ def _control_row(pair, control, config):
     else:
         pair = pairs_module.shuffled(pair, rng) if control == "shuffled" else pairs_module.halves(pair, rng)
         features = feature_matrix(config.features[0], pair.weights, pair.architecture)
-    return evaluate(features, pair.labels, splits(pair.labels, pair.groups, config.seeds, config.test_size), config.classifiers)
+    return _evaluate(features, pair, config)
 
 
 def best_detector(rows, feature_sets):
