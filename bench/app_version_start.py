@@ -33,14 +33,9 @@ import click
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mlds.package.appversion import AppVersionLayout, lay_out  # noqa: E402
-from mlds.package.contents import unpacked_bytes, zipped_bytes  # noqa: E402
+from mlds.package.contents import unpacked_bytes  # noqa: E402
 from mlds.package.freeze import NAME  # noqa: E402
-
-JOB_XML = f"""<job_desc>
-    <unzip_input><zipfilename>{NAME}.zip</zipfilename></unzip_input>
-    <task><application>{NAME}/{NAME}</application><command_line>--version</command_line></task>
-</job_desc>
-"""
+from mlds.package.wrapped import ZIP_LOGICAL, job_xml, write_zip  # noqa: E402
 
 
 def timed(command, cwd):
@@ -56,8 +51,8 @@ def wrapper_round(wrapper, zip_path, root):
     slot = root / "slots" / "0"
     slot.mkdir(parents=True)
     shutil.copy(wrapper, slot / "wrapper")
-    (slot / "job.xml").write_text(JOB_XML)
-    os.symlink(zip_path, slot / f"{NAME}.zip")  # an app file's slot entry points into the project directory
+    (slot / "job.xml").write_text(job_xml(arguments=("--version",)))  # the shipped job, but --version
+    os.symlink(zip_path, slot / ZIP_LOGICAL)  # an app file's slot entry points into the project directory
     seconds, _ = timed(["./wrapper"], slot)
     return seconds, unpacked_bytes(slot) - os.path.getsize(slot / "wrapper")
 
@@ -98,9 +93,9 @@ def main(bundle, wrapper, repeats, tmp):
             alone.append(timed([str(bundle / NAME), "--version"], work)[0])
         rows["(the unpacked trainer alone, for reference)"] = (statistics.median(alone), 0, 0)
         if wrapper:
-            zip_path = work / f"{NAME}.zip"
+            zip_path = work / ZIP_LOGICAL
             started = time.monotonic()
-            size = zipped_bytes(str(bundle), str(zip_path))
+            size = write_zip(str(bundle), str(zip_path))  # the zip mlds package app-version --wrapper ships
             print(f"zip (deflate 6): {size / 1e6:.1f} MB, written in {time.monotonic() - started:.1f} s")
             runs = [wrapper_round(Path(wrapper).resolve(), zip_path, work / f"w{i}") for i in range(repeats)]
             for i in range(repeats):

@@ -29,7 +29,8 @@ import click
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from boinc_app.workunit_spec import write_spec  # noqa: E402
-from mlds.package.contents import bundle_modules, unpacked_bytes, zipped_bytes  # noqa: E402
+from mlds.package.contents import bundle_modules, unpacked_bytes  # noqa: E402
+from mlds.package.wrapped import write_zip  # noqa: E402
 from mlds.package.freeze import COMPILER_ONLY, CUTS, DEV_TOOLS, NAME, REPO_ROOT, FreezeConfig, freeze  # noqa: E402
 from workgen.specs import make_spec, with_data  # noqa: E402
 
@@ -50,7 +51,7 @@ def build_rung(name, out):
 
 
 def size_row(name, bundle, build_seconds):
-    zipped = zipped_bytes(str(bundle), str(bundle.parent / f"{NAME}.zip"))
+    zipped = write_zip(str(bundle), str(bundle.parent / f"{NAME}.zip"))
     modules = bundle_modules(str(bundle), str(bundle / NAME))
     return {"rung": name, "build_s": round(build_seconds, 1), "unpacked_MB": round(unpacked_bytes(str(bundle)) / 1e6, 1),
             "zipped_MB": round(zipped / 1e6, 1), "modules": len(modules)}  # fmt: skip

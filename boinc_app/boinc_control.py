@@ -100,6 +100,13 @@ class BoincControl:
             if self._quit.is_set():
                 raise QuitRequested()
 
+    def resumed(self, state, fraction):
+        """A resumed task reports where it stands from the first status message on (not counted as
+        an epoch's report: no checkpoint is owed for it). A fresh one stays unknown (the client
+        ignores 0)."""
+        if fraction > 0:
+            self._fraction = float(fraction)
+
     def report_progress(self, state, fraction):
         self._fraction = float(fraction)
         if self._count_flops is not None:

@@ -48,6 +48,9 @@ class StandaloneControl:
     def wait_while_suspended(self):
         """Standalone runs are never suspended (a BOINC control blocks here)."""
 
+    def resumed(self, state, fraction):
+        """The run starts from ``state`` (fresh, or resumed at ``fraction``): nothing to show yet."""
+
     def report_progress(self, state, fraction):
         now = time.monotonic()
         if now - self._last_progress >= self._progress_period or fraction >= 1.0:
@@ -65,6 +68,9 @@ class SilentControl:
         self.write_checkpoint = write_checkpoint
 
     def wait_while_suspended(self):
+        pass
+
+    def resumed(self, state, fraction):
         pass
 
     def report_progress(self, state, fraction):

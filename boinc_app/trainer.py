@@ -72,6 +72,7 @@ def run_trainer(config, control_factory):
     spec = read_spec(config.spec_path)
     state = load_start_state(spec, config)
     control = control_factory(lambda s: write_result(config.checkpoint, spec, s, complete=False, device=config.device))
+    control.resumed(state, state.fraction_done(spec.epoch_budget))  # a restarted task shows its progress at once
     if not state.finished(spec.epoch_budget):
         training.train(spec, task_data(spec), state, control, device=config.device)
     write_result(config.output_path, spec, state, complete=True, device=config.device)

@@ -87,6 +87,12 @@ class WrapperControl(StandaloneControl):
         if self._on_terminate is not None:
             signal.signal(signal.SIGTERM, lambda signum, frame: self._on_terminate())
 
+    def resumed(self, state, fraction):
+        """The wrapper shows the fraction file's number; without this a restarted task would show
+        0 until its first epoch ends."""
+        if self._fraction_file:
+            write_fraction_done(self._fraction_file, fraction)
+
     def report_progress(self, state, fraction):
         super().report_progress(state, fraction)
         if self._fraction_file:

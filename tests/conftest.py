@@ -153,3 +153,25 @@ def write_format_2(source, target):
 def small_result_v2(small_result, tmp_path_factory):
     """``small_result`` rewritten in the format-2 layout: ``(spec_path, result_path)``."""
     return small_result[0], write_format_2(small_result[1], tmp_path_factory.mktemp("small_result_v2") / "result.h5")
+
+
+PLATFORM = "x86_64-pc-linux-gnu"  # the app-version platform of the packaging tests
+STAND_IN = """#!/bin/sh
+echo "args: $*"
+echo "cwd: $(pwd)"
+echo "internal: $(cat "$(dirname "$0")/_internal/data.txt")"
+"""
+
+
+@pytest.fixture
+def bundle(tmp_path):
+    """A stand-in for the frozen onedir bundle: a shell script as ``mlds-train`` that prints its
+    arguments, working directory and a data file of ``_internal/``, for the fast packaging tests
+    (test_packaging_freeze.py overrides it with the real bundle)."""
+    directory = tmp_path / "dist" / "mlds-train"
+    (directory / "_internal" / "sub").mkdir(parents=True)
+    (directory / "mlds-train").write_text(STAND_IN)
+    (directory / "mlds-train").chmod(0o755)
+    (directory / "_internal" / "data.txt").write_text("bundle data\n")
+    (directory / "_internal" / "sub" / "lib.so").write_bytes(os.urandom(5000))
+    return directory

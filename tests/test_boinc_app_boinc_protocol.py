@@ -57,6 +57,9 @@ class EpochClock:
     def wait_while_suspended(self):
         pass
 
+    def resumed(self, state, fraction):
+        pass
+
     def report_progress(self, state, fraction):
         self.ends.append(time.monotonic())
 

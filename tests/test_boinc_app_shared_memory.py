@@ -148,6 +148,20 @@ def test_checkpoint_sets_checkpoint_cpu_time_and_is_skipped_when_no_epoch_comple
     assert len(h.written) == 1
 
 
+def test_a_resumed_task_reports_its_fraction_from_the_first_status_and_owes_no_checkpoint():
+    h = Harness(fraction_done_start=0.0, fraction_done_end=1.0)
+    state = training.initial_state(make_spec("DS1", "SingleDirectMachine", networks=1, max_epochs=1))
+    h.control.resumed(state, 0.4)  # restarted from a checkpoint 40 % through the workunit
+    h.tick(1.1)
+    assert h.status()["fraction_done"] == pytest.approx(0.4)
+    h.control.checkpoint(state)
+    assert h.written == []  # no epoch trained since the start: the checkpoint on disk stands
+    fresh = Harness()
+    fresh.control.resumed(state, 0.0)
+    fresh.tick(1.1)
+    assert "fraction_done" not in fresh.status()  # unknown, as before any epoch (the client ignores 0)
+
+
 def test_suspend_blocks_training_without_status_resume_releases_it():
     h = Harness()
     h.client.process_control_request.send("<suspend/>")

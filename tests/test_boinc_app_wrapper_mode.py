@@ -12,6 +12,7 @@ from boinc_app import training
 from boinc_app.result_file import read_result
 from boinc_app.workunit_spec import write_spec
 from boinc_app.main import DEFAULT_CHECKPOINT_PERIOD, wrapper_checkpoint_period
+from boinc_app.trainer import TrainerConfig, run_trainer
 from boinc_app.wrapper_files import WrapperControl, write_fraction_done
 from tests.test_boinc_app_init_data import client_init_data_xml
 from workgen.specs import make_spec, with_data
@@ -49,6 +50,32 @@ def test_checkpoint_file_exists_from_the_start_and_changes_mtime_at_each_checkpo
     assert marker.stat().st_mtime > 1_000_000 and "epoch 0" in marker.read_text()
     WrapperControl(written.append, checkpoint_file=str(marker))
     assert "epoch 0" in marker.read_text()  # an existing file is left alone
+
+
+def test_a_resumed_run_writes_its_fraction_before_the_first_epoch_ends(tmp_path):
+    spec = with_data(make_spec("DS1", "SingleDirectMachine", networks=1, max_epochs=4), train_size=64, validation_size=32)
+    write_spec(spec, tmp_path / "spec.json")
+    config = TrainerConfig(str(tmp_path / "spec.json"), str(tmp_path / "result.h5"))
+    fraction = tmp_path / "fraction_done"
+
+    class QuitAfterTwo(WrapperControl):
+        def report_progress(self, state, value):
+            super().report_progress(state, value)
+            if value >= 0.5:
+                self.request_quit()
+
+    with pytest.raises(training.QuitRequested):
+        run_trainer(config, lambda write: QuitAfterTwo(write, checkpoint_period=1e9, fraction_file=str(fraction)))
+    fraction.write_text("0.000000\n")  # a new slot's file, or the wrapper's own reset
+    seen = []
+
+    class Recording(WrapperControl):
+        def report_progress(self, state, value):
+            seen.append(last_number(fraction))  # what the wrapper read while the epoch ran
+            super().report_progress(state, value)
+
+    run_trainer(config, lambda write: Recording(write, checkpoint_period=1e9, fraction_file=str(fraction)))
+    assert seen == [0.5, 0.75] and last_number(fraction) == 1.0
 
 
 @pytest.mark.slow

@@ -21,23 +21,7 @@ from mlds.package.appversion import AppVersionError, AppVersionLayout, lay_out, 
 from mlds.package.plan_class import amd_opencl, cpu_mt, cuda, plan_classes_xml
 from mlds.package.signing import app_files, sign_apps, verify_apps
 
-PLATFORM = "x86_64-pc-linux-gnu"
-STAND_IN = """#!/bin/sh
-echo "args: $*"
-echo "cwd: $(pwd)"
-echo "internal: $(cat "$(dirname "$0")/_internal/data.txt")"
-"""
-
-
-@pytest.fixture
-def bundle(tmp_path):
-    directory = tmp_path / "dist" / "mlds-train"
-    (directory / "_internal" / "sub").mkdir(parents=True)
-    (directory / "mlds-train").write_text(STAND_IN)
-    (directory / "mlds-train").chmod(0o755)
-    (directory / "_internal" / "data.txt").write_text("bundle data\n")
-    (directory / "_internal" / "sub" / "lib.so").write_bytes(os.urandom(5000))
-    return directory
+from tests.conftest import PLATFORM  # the stand-in ``bundle`` fixture is conftest's too
 
 
 def lay(bundle, apps, **options):

@@ -2,7 +2,7 @@
 program, job.xml, the bundle as a deterministic zip; and BOINC's own wrapper (built from the
 server tree's ``samples/wrapper``) unzipping it in a slot and running the trainer from job.xml.
 
-Fast: the stand-in bundle of tests/test_packaging_appversion.py; tests/test_boinc_client_e2e.py
+Fast: the stand-in bundle of tests/conftest.py; tests/test_boinc_client_e2e.py
 runs the frozen trainer wrapped under the real client.
 """
 
@@ -19,7 +19,7 @@ from mlds.boinc_local.build import wrapper_program
 from mlds.cli import main
 from mlds.package.appversion import AppVersionError, AppVersionLayout
 from mlds.package.wrapped import CHECKPOINT_FILE, FRACTION_FILE, job_xml, lay_out_wrapped
-from tests.test_packaging_appversion import PLATFORM, bundle  # noqa: F401 - the stand-in bundle fixture
+from tests.conftest import PLATFORM  # the stand-in ``bundle`` fixture is conftest's too
 
 
 @pytest.fixture
@@ -52,6 +52,7 @@ def test_layout_has_the_wrapper_as_main_program_and_job_xml_by_its_logical_name(
                                                      "--wrapper-checkpoint-file", CHECKPOINT_FILE]  # fmt: skip
     assert (task.findtext("fraction_done_filename"), task.findtext("checkpoint_filename")) == (FRACTION_FILE, CHECKPOINT_FILE)
     assert etree.fromstring(job_xml("windows_x86_64")).findtext("task/application") == "mlds-train/mlds-train.exe"
+    assert etree.fromstring(job_xml(arguments=("--version",))).findtext("task/command_line") == "--version"  # the benchmark's job
 
 
 def test_zip_is_deterministic_and_keeps_the_trainer_executable(bundle, fake_wrapper, tmp_path):  # noqa: F811

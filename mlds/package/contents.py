@@ -7,7 +7,6 @@ what the volunteer's app can import, not what a build log says. Torch's hook als
 """
 
 import os
-import zipfile
 
 # Top-level packages a volunteer's app must not hold: the server side (work generator, validator,
 # assimilator, the mlds CLI and its servers) and what only they use.
@@ -59,14 +58,3 @@ def unpacked_bytes(directory):
     for root, _, files in os.walk(directory):
         total += sum(os.lstat(os.path.join(root, name)).st_size for name in files)
     return total
-
-
-def zipped_bytes(directory, zip_path):
-    """Write ``directory`` as a deflate zip (what a packager ships) and return its size."""
-    base = os.path.dirname(os.path.abspath(directory))
-    with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED, compresslevel=6) as archive:
-        for root, _, files in os.walk(directory):
-            for name in sorted(files):
-                path = os.path.join(root, name)
-                archive.write(path, os.path.relpath(path, base))
-    return os.path.getsize(zip_path)

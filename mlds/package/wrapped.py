@@ -53,15 +53,17 @@ def names(layout, wrapper_path):
     return f"{layout.stem}_wrapper{suffix}", f"{layout.stem}_job.xml", f"{layout.stem}.zip"
 
 
-def job_xml(platform="x86_64-pc-linux-gnu"):
-    """The wrapper's job: unzip the bundle into the slot, then run the trainer in wrapper mode."""
+def job_xml(platform="x86_64-pc-linux-gnu", arguments=None):
+    """The wrapper's job: unzip the bundle into the slot, then run the trainer in wrapper mode
+    (or with ``arguments``, as a benchmark does)."""
     executable = f"{NAME}.exe" if platform.startswith("windows") else NAME
     root = etree.Element("job_desc")
     unzip = etree.SubElement(root, "unzip_input")
     etree.SubElement(unzip, "zipfilename").text = ZIP_LOGICAL
     task = etree.SubElement(root, "task")
     etree.SubElement(task, "application").text = f"{NAME}/{executable}"
-    arguments = (SPEC_NAME, "-o", RESULT_NAME, "--wrapper-fraction-file", FRACTION_FILE, "--wrapper-checkpoint-file", CHECKPOINT_FILE)
+    if arguments is None:
+        arguments = (SPEC_NAME, "-o", RESULT_NAME, "--wrapper-fraction-file", FRACTION_FILE, "--wrapper-checkpoint-file", CHECKPOINT_FILE)
     etree.SubElement(task, "command_line").text = " ".join(arguments)
     etree.SubElement(task, "fraction_done_filename").text = FRACTION_FILE
     etree.SubElement(task, "checkpoint_filename").text = CHECKPOINT_FILE
