@@ -275,3 +275,15 @@ def test_files_before_store_format_4_give_no_progress_control_and_the_table_says
     out = tmp_path / "table2.md"
     write_study(study, str(out))
     assert "losses not kept" in out.read_text()
+
+
+def test_the_null_pair_runs_at_equal_training_too(tmp_path):
+    paths = write_synthetic(tmp_path, SyntheticConfig(networks=48, shift=0.3, seed=6, snapshot_epochs=(1,)))
+    study = run_table2(Table2Config(tuple(paths), seeds=3, features=("raw",), classifiers=("naive_bayes", "decision_tree"),
+                                    controls=("halves",)))  # fmt: skip
+    (pair,) = study["pairs"]
+    assert min(s["mean"] for s in pair["rows"]["raw@1"].values()) >= 0.9  # the planted shift
+    assert max(s["mean"] for s in pair["rows"]["halves@1"].values()) <= best_of_six_ceiling(10)  # 24 + 24 DS1 halves
+    out = tmp_path / "table2.md"
+    write_study(study, str(out))
+    assert "; halves " in out.read_text().split("\n| SingleDirect |")[1].split("\n")[0]

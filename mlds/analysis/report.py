@@ -42,8 +42,8 @@ def _settings(study):
         "`norm`: the weight norm alone. `equal training`: the best `<features>@e` row, the weights after "
         "snapshot epoch e, at the last snapshot epoch every network of the pair reached (else the best epoch, with "
         "the count of networks that trained that long), beside `norm@e`, their norm alone, and `metadata@e`, their "
-        "losses and validation accuracy after epoch e (progress at equal epochs); `weights − controls @e` is the "
-        "best weights row there minus the better of those two. "
+        "losses and validation accuracy after epoch e (progress at equal epochs), and `halves@e`, the null pair there; "
+        "`weights − controls @e` is the best weights row there minus the better of `norm@e` and `metadata@e`. "
         "AUC: ROC AUC of the best weight-only detector (DS2 = trojaned). "
         f"Study time {study['seconds']} s."
     ]
@@ -76,10 +76,11 @@ def _margin(weights_mean, rows, controls):
 
 
 CONTROLS_AT_EPOCH = ("norm", "metadata")
+NULLS_AT_EPOCH = ("halves",)  # shown beside the controls, not subtracted: its best is the chance ceiling
 
 
 def _weights_rows_at_equal_training(rows):
-    return [n for n in rows if "@" in n and n.split("@")[0] not in CONTROLS_AT_EPOCH]
+    return [n for n in rows if "@" in n and n.split("@")[0] not in CONTROLS_AT_EPOCH + NULLS_AT_EPOCH]
 
 
 def _summary_epoch(pair):
@@ -104,7 +105,7 @@ def _equal_training_cells(pair):
     mean = best_of(rows[name])[1]["mean"]
     counts = pair["equal_training_networks"][str(epoch)]
     who = "all networks" if everyone else f"{counts['DS1']} / {counts['DS2']} networks"
-    controls = [f"{c} {percent(best_of(rows[f'{c}@{epoch}'])[1])}" for c in CONTROLS_AT_EPOCH if f"{c}@{epoch}" in rows]
+    controls = [f"{c} {percent(best_of(rows[f'{c}@{epoch}'])[1])}" for c in CONTROLS_AT_EPOCH + NULLS_AT_EPOCH if f"{c}@{epoch}" in rows]
     if f"metadata@{epoch}" not in rows:
         controls.append("losses not kept")
     cell = f"after epoch {epoch} ({who}): {name} {percent(best_of(rows[name])[1])} ({'; '.join(controls)})"

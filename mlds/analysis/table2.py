@@ -12,11 +12,12 @@ measures training length, not the trigger. Beside the six classifiers on each we
 The last two must come out at chance; as every row reports the *best* of six classifiers, their
 best is the chance ceiling that a weight row must clear. At equal training, for each snapshot epoch
 ``e`` the files keep (``pairs.at_epoch``): ``<features>@e``, each weight feature set on every
-network's weights after epoch ``e``, ``norm@e``, their norm alone, and ``metadata@e``, the losses
+network's weights after epoch ``e``, ``norm@e``, their norm alone, ``metadata@e``, the losses
 and validation accuracy after epoch ``e`` (where the files keep them, store format 4): equal epochs
 are not equal progress, and a weights row that does not beat ``metadata@e`` may only be reading how
-far each network had come. Only networks that trained ``e`` epochs have them, so at a late ``e`` the
-fast learners are gone (the counts are reported). The Trojan-detection view is the ROC AUC of the
+far each network had come; and ``halves@e``, the null pair at that epoch (with ``halves``). Only
+networks that trained ``e`` epochs have them, so at a late ``e`` the fast learners are gone (the
+counts are reported). The Trojan-detection view is the ROC AUC of the
 best weight-only detector (the best mean accuracy over weight feature sets and classifiers).
 """
 
@@ -99,6 +100,8 @@ def study_pair(pair, config):
             rows[f"norm@{epoch}"] = _weights_row(at, "norm", config)
             if history:
                 rows[f"metadata@{epoch}"] = _evaluate(at.metadata_matrix(pairs_module.EPOCH_METADATA_COLUMNS), at, config)
+            if "halves" in config.controls and at.counts[0] >= 2 * MIN_PER_CLASS:
+                rows[f"halves@{epoch}"] = _control_row(at, "halves", config)
     return {
         "machine": pair.machine,
         "networks": {"DS1": pair.counts[0], "DS2": pair.counts[1]},
