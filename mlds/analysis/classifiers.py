@@ -66,8 +66,10 @@ class Scores:
         return float(np.std(self.accuracy))
 
     def to_dict(self):
+        known = [a for a in self.auc if not np.isnan(a)]
         return {"accuracy": list(self.accuracy), "auc": list(self.auc), "mean": self.mean, "std": self.std,
-                "auc_mean": float(np.nanmean(self.auc)), "auc_std": float(np.nanstd(self.auc))}  # fmt: skip
+                "auc_mean": float(np.mean(known)) if known else float("nan"),
+                "auc_std": float(np.std(known)) if known else float("nan")}  # fmt: skip
 
 
 def evaluate(features, labels, fold_list, names=CLASSIFIERS):
@@ -75,15 +77,24 @@ def evaluate(features, labels, fold_list, names=CLASSIFIERS):
     return {name: _scores(name, features, labels, fold_list) for name in names}
 
 
-def _scores(name, features, labels, fold_list):
-    accuracy, auc = [], []
+def fitted_models(name, features, labels, fold_list):
+    """``(model, test rows)`` per split: classifier ``name`` (seed = the split's number) fitted on
+    the split's training rows."""
     for seed, (train, test) in enumerate(fold_list):
         model = make_classifier(name, seed)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # MLP convergence and constant-feature warnings: the score says enough
             model.fit(features[train], labels[train])
+        yield model, test
+
+
+def _scores(name, features, labels, fold_list):
+    """Accuracy per split, and ROC AUC where the labels are two classes (NaN for more)."""
+    accuracy, auc = [], []
+    binary = len(np.unique(labels)) == 2
+    for model, test in fitted_models(name, features, labels, fold_list):
         accuracy.append(float(np.mean(model.predict(features[test]) == labels[test])))
-        auc.append(_auc(labels[test], _detector_score(model, features[test])))
+        auc.append(_auc(labels[test], _detector_score(model, features[test])) if binary else float("nan"))
     return Scores(tuple(accuracy), tuple(auc))
 
 

@@ -1,6 +1,6 @@
 """``mlds analyze``: thin click commands over ``mlds.analysis`` (registered in ``mlds.cli``).
 
-Options become one frozen config (``Table2Config``, ``UmapConfig``); the study modules do the work.
+Options become one frozen config (``Table2Config``, ``TasksConfig``, ``UmapConfig``); the study modules do the work.
 scikit-learn, umap-learn and matplotlib are imported only when a command runs, so ``mlds`` works
 without the ``analysis`` extra.
 """
@@ -12,6 +12,7 @@ import click
 
 from mlds.analysis.classifiers import CLASSIFIERS
 from mlds.analysis.table2 import CONTROLS, EQUAL_EPOCHS, WEIGHT_FEATURES
+from mlds.analysis.tasks import TASK_CONTROLS
 
 EXTRA = ("sklearn", "umap", "matplotlib")
 
@@ -72,6 +73,31 @@ def table2(datasets, seeds, test_size, features, classifiers, controls, machines
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
     click.echo(markdown(study))
+    if out:
+        click.echo("wrote " + " and ".join(write_study(study, out)), err=True)
+
+
+@analyze.command()
+@_datasets
+@click.option("--seeds", default=5, show_default=True, help="80/20 splits, one per seed")
+@click.option("--test-size", default=0.2, show_default=True)
+@click.option("--features", default="raw,invariant", show_default=True, callback=_names("--features", WEIGHT_FEATURES), help="weight feature sets")
+@click.option("--classifiers", default=",".join(CLASSIFIERS), show_default=True, callback=_names("--classifiers", CLASSIFIERS))
+@click.option("--controls", default=",".join(TASK_CONTROLS), show_default=True, callback=_names("--controls", TASK_CONTROLS))
+@click.option("--epoch", default=0, show_default=True, help="the weights after this snapshot epoch (0: final weights)")
+@click.option("--min-networks", default=10, show_default=True, help="converged networks a task needs to take part")
+@click.option("--out", default="", type=click.Path(dir_okay=False), help="Markdown file to write; the JSON goes beside it")
+def tasks(datasets, seeds, test_size, features, classifiers, controls, epoch, min_networks, out):
+    """Which task trained each network: every task of the DATASET files against the others, from the weights."""
+    from mlds.analysis.report import tasks_markdown, write_study
+    from mlds.analysis.tasks import TasksConfig, run_tasks
+
+    try:
+        study = run_tasks(TasksConfig(tuple(datasets), seeds, test_size, features, classifiers, controls, epoch, min_networks, out))
+    except ValueError as exc:  # a StoreError is a ValueError too
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    click.echo(tasks_markdown(study))
     if out:
         click.echo("wrote " + " and ".join(write_study(study, out)), err=True)
 

@@ -109,7 +109,7 @@ def machine_pairs(paths, machines=()):
     for base in machines or BASE_NAMES:
         clean, trojaned = tasks.get(("DS1", f"{base}Machine")), tasks.get(("DS2", f"{base}Modified"))
         if clean and trojaned:
-            pairs.append(_pair(base, _merge(clean), _merge(trojaned), architecture))
+            pairs.append(_pair(base, merged_side(clean), merged_side(trojaned), architecture))
     if not pairs:
         found = ", ".join(f"{d}/{t}" for d, t in sorted(tasks)) or "nothing"
         raise ValueError(f"no machine pair (DS1 XMachine with DS2 XModified) in the files; they hold {found}")
@@ -117,8 +117,8 @@ def machine_pairs(paths, machines=()):
 
 
 @dataclass(frozen=True)
-class _Side:
-    """One side's merged rows."""
+class Side:
+    """One task's merged rows (``merged_side``), e.g. one side of a pair."""
 
     weights: np.ndarray
     columns: dict
@@ -139,13 +139,13 @@ class _Side:
         return self.snapshots[:, positions], self.snapshot_history[:, positions]
 
 
-def _merge(tables):
-    """The tables' rows as one ``_Side``, each (index, init_seed) once."""
+def merged_side(tables):
+    """The tables' rows as one ``Side``, each (index, init_seed) once."""
     epochs = {tuple(t.snapshot_epochs) for t in tables}
     if len(epochs) > 1:
         raise ValueError(f"{tables[0].name}: the files keep snapshots after different epochs: {sorted(epochs)}")
     columns = {name: np.concatenate([t.metadata[name] for t in tables]) for name in tables[0].metadata}
-    side = _Side(np.concatenate([t.weights for t in tables]), columns, np.concatenate([t.snapshots for t in tables]), epochs.pop(),
+    side = Side(np.concatenate([t.weights for t in tables]), columns, np.concatenate([t.snapshots for t in tables]), epochs.pop(),
                  np.concatenate([t.snapshot_history for t in tables]))  # fmt: skip
     keys = np.stack([columns["index"], columns["init_seed"]], axis=1)
     _, first = np.unique(keys, axis=0, return_index=True)
@@ -153,7 +153,7 @@ def _merge(tables):
 
 
 def _pair(base, clean, trojaned, architecture):
-    sides = [_converged(clean), _converged(trojaned)]
+    sides = [converged_only(clean), converged_only(trojaned)]
     weights = np.concatenate([s.weights for s in sides])
     metadata = {name: np.concatenate([s.columns[name] for s in sides]) for name in sides[0].columns}
     labels = np.repeat([0, 1], [len(s.weights) for s in sides])
@@ -163,7 +163,7 @@ def _pair(base, clean, trojaned, architecture):
                 (sides[0].excluded, sides[1].excluded), clean.duplicates + trojaned.duplicates, snapshots, common, history)  # fmt: skip
 
 
-def _converged(side):
+def converged_only(side):
     keep = np.asarray(side.columns["converged"], dtype=bool)
     return side.rows(keep, excluded=int((~keep).sum()))
 

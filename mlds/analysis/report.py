@@ -1,4 +1,5 @@
-"""A Table 2 study (``mlds.analysis.table2``) as Markdown beside MLDS's numbers, and as JSON.
+"""Studies as Markdown and JSON: Table 2 (``mlds.analysis.table2``) beside MLDS's numbers, and
+the tasks study (``mlds.analysis.tasks``).
 
 Why separate: the study's numbers are computed once and kept as JSON (every split's accuracy and
 AUC, the sources' md5); the Markdown is a view of them that can be redrawn without re-running.
@@ -130,12 +131,37 @@ def _classifier_table(rows, names):
     return lines
 
 
+def tasks_markdown(study):
+    """A tasks study: which task trained each network, per row and classifier, with the confusion
+    of the best weights detector."""
+    config, names = study["config"], list(study["tasks"])
+    lines = ["# Which task trained this network? (weights, with controls)", ""] + _sources(study) + [""]
+    lines += [
+        f"Accuracy in % on the test folds of {config['seeds']} stratified {100 - round(100 * config['test_size'])}/"
+        f"{round(100 * config['test_size'])} splits (mean ± std; converged networks only), {len(names)} tasks; "
+        f"chance (the largest task's share) {100 * study['chance']:.1f} %. Weights: "
+        + ("final" if not config["epoch"] else f"after epoch {config['epoch']} (the networks that trained that long)")
+        + f". `metadata`: {study['metadata_rows']}; `norm`: the weight norm alone; `shuffled`: the first weight "
+        f"feature set with the task labels permuted. Study time {study['seconds']} s.",
+        "",
+        "Networks per task: " + ", ".join(f"{name} {count}" for name, count in study["tasks"].items()) + ".",
+    ]
+    lines += [f"Skipped: {note}." for note in study["skipped"]]
+    lines += _classifier_table(study["rows"], list(study["rows"]))
+    best = study["best"]
+    lines += ["", f"Confusion of the best weights detector ({best['features']}, {best['classifier']}), summed over the "
+              "test folds (row: true task, column: predicted):", ""]  # fmt: skip
+    lines += ["| true \\ predicted | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 1)]
+    lines += [f"| {name} | " + " | ".join(str(c) for c in row) + " |" for name, row in zip(names, best["confusion"])]
+    return "\n".join(lines) + "\n"
+
+
 def write_study(study, markdown_path):
     """Write ``markdown_path`` and the JSON beside it (same name, ``.json``); returns both paths."""
     json_path = os.path.splitext(markdown_path)[0] + ".json"
     os.makedirs(os.path.dirname(os.path.abspath(markdown_path)), exist_ok=True)
     with open(markdown_path, "w") as f:
-        f.write(markdown(study))
+        f.write(tasks_markdown(study) if study["study"] == "tasks" else markdown(study))
     with open(json_path, "w") as f:
         json.dump(study, f, indent=1)
     return markdown_path, json_path
