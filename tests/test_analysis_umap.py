@@ -2,6 +2,7 @@
 
 import struct
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -36,3 +37,18 @@ def test_umap_writes_one_png_per_feature_set_of_the_figure_size(tmp_path):
     for name in ("umap-raw.png", "umap-invariant.png"):
         assert png_size(out / name) == expected
         assert str(out / name) in result.output
+
+
+def test_at_an_epoch_the_points_are_the_snapshots_of_the_networks_that_trained_that_long(tmp_path):
+    import mlds
+
+    paths = write_synthetic(tmp_path, SyntheticConfig(machines=("SingleDirect",), networks=20, snapshot_epochs=(1, 4), seed=3))
+    points = load_points(paths, epoch=4)
+    expected = []
+    for path, task in zip(paths, ("SingleDirectMachine", "SingleDirectModified")):
+        table = mlds.load_dataset(path)[task]
+        keep = table.metadata["converged"] & (table.metadata["epochs"] >= 4)
+        expected.append(table.weights_at(4)[keep])
+    assert (points.weights == np.concatenate(expected)).all() and len(points.weights) < 40
+    with pytest.raises(KeyError, match="not 3"):
+        load_points(paths, epoch=3)

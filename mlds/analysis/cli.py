@@ -109,12 +109,13 @@ def tasks(datasets, seeds, test_size, features, classifiers, controls, epoch, mi
 @click.option("--neighbors", default=15, show_default=True, help="UMAP n_neighbors")
 @click.option("--min-dist", default=0.1, show_default=True, help="UMAP min_dist")
 @click.option("--seed", default=0, show_default=True)
-def umap(datasets, out, features, neighbors, min_dist, seed):
+@click.option("--epoch", default=0, show_default=True, help="the weights after this snapshot epoch (0: final weights)")
+def umap(datasets, out, features, neighbors, min_dist, seed, epoch):
     """2-D UMAP projections of the converged networks in DATASET files, coloured by machine and dataset."""
     from mlds.analysis.projection import UmapConfig, run_umap
 
     try:
-        paths = run_umap(UmapConfig(tuple(datasets), out, features, neighbors, min_dist, seed))
+        paths = run_umap(UmapConfig(tuple(datasets), out, features, neighbors, min_dist, seed, epoch))
     except ValueError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)

@@ -3,7 +3,10 @@
 Why figures carry their sources: a projection is read by eye and compared across releases, so each
 figure names the files it came from (and their md5) in its caption, and the feature set and UMAP
 settings in its title. Converged networks only; the features are standardised before UMAP (raw
-weights of different layers have different ranges). matplotlib runs with the Agg backend: no
+weights of different layers have different ranges). Final weights show how long each network
+trained as much as what it learned (DS2 networks train 3-4 times longer than DS1 ones), so
+``epoch`` projects the weights after that snapshot epoch instead, for the networks that trained
+that long: the figure at equal training. matplotlib runs with the Agg backend: no
 display is needed.
 """
 
@@ -27,6 +30,7 @@ class UmapConfig:
     neighbors: int = 15
     min_dist: float = 0.1
     seed: int = 0
+    epoch: int = 0  # 0: final weights; else the weights after this snapshot epoch
 
 
 @dataclass(frozen=True)
@@ -40,8 +44,9 @@ class Points:
     caption: str
 
 
-def load_points(paths):
-    """Every converged network of every task in ``paths``, and a caption naming the files."""
+def load_points(paths, epoch=0):
+    """Every converged network of every task in ``paths`` (with ``epoch``: those that trained that
+    long, with their weights after it), and a caption naming the files."""
     from assimilator.dataset import load_dataset
 
     weights, datasets, tasks, notes, architecture = [], [], [], [], None
@@ -51,8 +56,12 @@ def load_points(paths):
         for name in dataset:
             table = dataset[name]
             keep = np.asarray(table.metadata["converged"], dtype=bool)
+            rows = table.weights
+            if epoch:
+                rows = table.weights_at(epoch)  # KeyError (said as such) when the files keep no such epoch
+                keep &= ~np.isnan(rows).any(axis=1)
             architecture = table.architecture
-            weights.append(table.weights[keep])
+            weights.append(rows[keep])
             datasets += [dataset.name] * int(keep.sum())
             tasks += [name] * int(keep.sum())
     if not weights or not tasks:
@@ -96,7 +105,8 @@ def plot(points, coordinates, feature_set, config, path):
                              label=f"{dataset} {machine} ({rows.sum()})", alpha=0.8)  # fmt: skip
     axes.set_xlabel("UMAP 1")
     axes.set_ylabel("UMAP 2")
-    axes.set_title(f"UMAP of {feature_set} weight features, {len(coordinates)} converged networks "
+    when = f" after epoch {config.epoch}" if config.epoch else ""
+    axes.set_title(f"UMAP of {feature_set} weight features{when}, {len(coordinates)} converged networks "
                    f"(n_neighbors {config.neighbors}, min_dist {config.min_dist}, seed {config.seed})", fontsize=9)  # fmt: skip
     axes.legend(fontsize=7, loc="best", markerscale=1.2)
     figure.text(0.01, 0.01, "from " + points.caption, fontsize=6, wrap=True)
@@ -107,12 +117,16 @@ def plot(points, coordinates, feature_set, config, path):
 
 def run_umap(config):
     """One PNG per feature set under ``config.out``; returns their paths."""
-    points = load_points(config.datasets)
+    try:
+        points = load_points(config.datasets, config.epoch)
+    except KeyError as exc:
+        raise ValueError(exc.args[0]) from None
     os.makedirs(config.out, exist_ok=True)
     written = []
     for feature_set in config.features:
         coordinates = embed(feature_matrix(feature_set, points.weights, points.architecture), config)
-        path = os.path.join(config.out, f"umap-{feature_set}.png")
+        suffix = f"-epoch{config.epoch}" if config.epoch else ""
+        path = os.path.join(config.out, f"umap-{feature_set}{suffix}.png")
         plot(points, coordinates, feature_set, config, path)
         written.append(path)
     return written
