@@ -250,14 +250,14 @@ class Engine:
 
     def finish_stores(self):
         """Consolidate every store and build the releases whose milestone is reached."""
-        releases = []
+        releases, plans = [], dict(zip(self.config.datasets, self.config.plans()))
         for dataset, store in self.stores.items():
             store.consolidate()
             header, columns = store.columns()
             if header is None:
                 continue
             config = get_dataset(dataset)
-            plan = self.config.plans()[self.config.datasets.index(dataset)]
+            plan = plans[dataset]
             tasks = plan.task_names()
             milestones = tuple(m for m in (*config.milestones, plan.count) if m <= plan.count)
             for count in reached_milestones(columns, tasks, milestones):
