@@ -80,6 +80,7 @@ def run(datasets, tasks, networks, networks_per_workunit, workers, max_epochs, e
     assimilation, follow-ups, releases. Ctrl-C stops; the same command continues."""
     from mlds.engine import Engine, RunConfig, Stopped
     from mlds.run_report import ProgressDisplay, summary_rows, summary_text, write_run_stats
+    from mlds.run_state import RunStateError
 
     config = RunConfig(
         root, tuple(datasets) or ("DS1",), networks, networks_per_workunit, workers, max_epochs, epoch_budget, seed,
@@ -99,10 +100,51 @@ def run(datasets, tasks, networks, networks_per_workunit, workers, max_epochs, e
         display.close()
         click.echo("stopped; trainers checkpointed. Run the same command to continue.", err=True)
         sys.exit(130)
+    except RunStateError as exc:
+        display.close()
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
     display.close()
     write_run_stats(config, stats)
     click.echo(summary_text(config, stats, summary_rows(config), engine.releases, engine.pending()))
     sys.exit(1 if stats.errors else 0)
+
+
+@main.group()
+def state():
+    """Move a stopped `mlds run` to another machine: pack its root into one archive, unpack it there."""
+
+
+@state.command("pack")
+@click.option("--root", default="mlds-data", show_default=True, type=click.Path(file_okay=False), help="the stopped run's directory")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="archive to write (.tar.gz)")
+def state_pack(root, output):
+    """Write the stopped run under ROOT to one archive (the store, unfinished workunits, slot checkpoints)."""
+    from mlds.run_state import RunStateError, pack
+
+    try:
+        manifest = pack(root, output)
+    except RunStateError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    click.echo(f"{output}: {manifest['workunits']} workunits ({manifest['assimilated']} assimilated), "
+               f"{manifest['files']} files, {manifest['bytes'] / 1e6:.1f} MB before compression")  # fmt: skip
+
+
+@state.command("unpack")
+@click.argument("archive", type=click.Path(exists=True, dir_okay=False))
+@click.option("--root", default="mlds-data", show_default=True, type=click.Path(file_okay=False), help="an empty directory to continue the run in")
+def state_unpack(archive, root):
+    """Extract a packed run into ROOT; then run the same `mlds run` command with --root ROOT to continue."""
+    from mlds.run_state import RunStateError, unpack
+
+    try:
+        manifest = unpack(archive, root)
+    except RunStateError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    click.echo(f"{root}: {manifest['workunits']} workunits ({manifest['assimilated']} assimilated); "
+               f"continue with the same mlds run command and --root {root}")  # fmt: skip
 
 
 @main.command()

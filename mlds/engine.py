@@ -23,6 +23,7 @@ from assimilator.release import build_release, reached_milestones
 from assimilator.store import DatasetStore
 from boinc_app.result_file import read_result
 from mlds import slots
+from mlds.run_state import hold_root
 from mlds.workdir import ASSIMILATED, CREATED, INVALID, TRAINED, VALID, WorkDirectory
 from workgen.datasets import get_dataset
 from workgen.plan import WorkPlan, first_workunits, follow_up
@@ -128,16 +129,17 @@ class Engine:
         arbitrary point can be swallowed (Python ignores exceptions in fork hooks, which run
         while a child is started), and then the stop would be lost.
         """
-        started = time.monotonic()
-        previous = {signum: signal.signal(signum, self._request_stop) for signum in STOP_SIGNALS}
-        try:
-            self.create_work()
-            self._loop()
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
-            self.stats.wall_seconds += time.monotonic() - started
-            self.releases = self.finish_stores()
+        with hold_root(self.config.root):  # one run per root; ``mlds state pack`` waits for none
+            started = time.monotonic()
+            previous = {signum: signal.signal(signum, self._request_stop) for signum in STOP_SIGNALS}
+            try:
+                self.create_work()
+                self._loop()
+            finally:
+                for signum, handler in previous.items():
+                    signal.signal(signum, handler)
+                self.stats.wall_seconds += time.monotonic() - started
+                self.releases = self.finish_stores()
         return self.stats
 
     def _request_stop(self, signum, frame):

@@ -137,3 +137,27 @@ def test_an_interrupted_run_continues_to_the_same_dataset(clean_run, tmp_path, i
         assert table.indices.tolist() == [0, 1, 2]
         np.testing.assert_array_equal(table.weights, expected[task].weights)
         assert table.columns["epochs"].tolist() == expected[task].columns["epochs"].tolist()
+
+
+def test_a_stopped_run_packed_and_continued_elsewhere_ends_as_the_same_dataset(clean_run, tmp_path):
+    from mlds.run_state import pack, unpack
+
+    root = tmp_path / "here"
+    process = start_run(root)
+    wait_for_line(process, "networks stored")
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 130, err
+    manifest = pack(str(root), str(tmp_path / "run.tar.gz"))
+    assert 1 <= manifest["assimilated"] < manifest["workunits"]  # stopped half way
+    elsewhere = tmp_path / "elsewhere"
+    unpack(str(tmp_path / "run.tar.gz"), str(elsewhere))
+    rerun = start_run(elsewhere)
+    out, err = rerun.communicate(timeout=600)
+    assert rerun.returncode == 0, err
+    expected, tables = stored(clean_run[0]), stored(elsewhere)
+    assert sorted(tables) == sorted(expected)
+    for task, table in tables.items():
+        assert table.indices.tolist() == [0, 1, 2]
+        np.testing.assert_array_equal(table.weights, expected[task].weights)
+        np.testing.assert_array_equal(table.snapshots, expected[task].snapshots)
