@@ -10,6 +10,7 @@ scaled to other fold sizes as a binomial's (by sqrt(24 / fold)); a planted diffe
 
 import json
 import math
+from dataclasses import replace
 
 import h5py
 import numpy as np
@@ -23,6 +24,8 @@ from mlds.analysis.features import feature_matrix
 from mlds.analysis.synthetic import SyntheticConfig, write_synthetic
 from mlds.analysis.report import write_study
 from mlds.analysis.table2 import Table2Config, run_table2
+
+FAST_TWO = ("naive_bayes", "decision_tree")
 
 MEASURED_SD, MEASURED_FOLD = 0.058, 24  # one classifier's mean over 5 splits on a null pair (module docstring)
 BEST_OF_SIX_EXCESS, BEST_OF_SIX_SD = 0.055, 0.047  # the best of six: mean above 0.5, and its spread
@@ -258,7 +261,7 @@ def test_a_difference_in_progress_at_equal_training_is_the_metadata_rows_not_the
     out = tmp_path / "table2.md"
     write_study(study, str(out))
     cells = out.read_text().split("\n| SingleDirect |")[1].split("\n")[0].split(" | ")
-    assert cells[-3].startswith("after epoch 2 (all networks): raw@2") and float(cells[-2]) < -20
+    assert cells[-5].startswith("after epoch 2 (all networks): raw@2") and float(cells[-4]) < -20
 
 
 def test_files_before_store_format_4_give_no_progress_control_and_the_table_says_so(tmp_path):
@@ -287,3 +290,35 @@ def test_the_null_pair_runs_at_equal_training_too(tmp_path):
     out = tmp_path / "table2.md"
     write_study(study, str(out))
     assert "; halves " in out.read_text().split("\n| SingleDirect |")[1].split("\n")[0]
+
+
+def test_at_accuracy_takes_each_network_at_its_first_snapshot_past_the_threshold(tmp_path):
+    paths = write_synthetic(tmp_path, SyntheticConfig(networks=10, seed=17, snapshot_epochs=(1, 2, 3)))
+    _, (pair,) = pairs.machine_pairs(paths)
+    history = np.full(pair.snapshot_history.shape, 0.5)
+    accuracy = HISTORY_FIELDS.index("validation_accuracy")
+    history[:, :, accuracy] = [0.5, 0.95, 0.99]  # every network: 95 % after epoch 2
+    history[0, :, accuracy] = [0.96, 0.97, 0.99]  # network 0 already after epoch 1
+    history[1, :, accuracy] = [0.5, 0.6, 0.7]  # network 1 never
+    at = pairs.at_accuracy(replace(pair, snapshot_history=history), 0.95)
+    assert len(at.labels) == len(pair.labels) - 1 and at.metadata["epochs"].tolist()[:2] == [1, 2]
+    np.testing.assert_array_equal(at.weights[0], pair.snapshots[0, 0])
+    np.testing.assert_array_equal(at.weights[1], pair.snapshots[2, 1])
+    assert at.metadata["validation_accuracy"][0] == 0.96
+    unknown = replace(pair, snapshot_history=np.full(pair.snapshot_history.shape, np.nan))
+    assert pairs.at_accuracy(unknown, 0.95) is None  # files before store format 4
+
+
+def test_equal_progress_rows_compare_the_weights_where_each_network_reached_the_threshold(tmp_path):
+    paths = write_synthetic(tmp_path, SyntheticConfig(networks=60, shift=0.5, seed=18, snapshot_epochs=(1, 2)))
+    study = run_table2(Table2Config(tuple(paths), seeds=2, features=("raw",), classifiers=FAST_TWO, controls=(),
+                                    equal_epochs=(), equal_accuracies=(0.3,)))  # fmt: skip
+    (pair,) = study["pairs"]
+    progress = pair["equal_progress_networks"]["acc0.3"]
+    assert progress["DS1"] >= 10 and progress["DS2"] >= 10 and set(progress["epochs"]) == {"DS1", "DS2"}
+    assert {"raw@acc0.3", "norm@acc0.3", "metadata@acc0.3"} <= set(pair["rows"])
+    assert max(s["mean"] for s in pair["rows"]["raw@acc0.3"].values()) >= 0.9  # the planted shift, at any snapshot
+    out = tmp_path / "table2.md"
+    write_study(study, str(out))
+    text = out.read_text()
+    assert "first snapshot at validation accuracy ≥ 30%" in text and "At equal progress" in text

@@ -11,7 +11,7 @@ import sys
 import click
 
 from mlds.analysis.classifiers import CLASSIFIERS
-from mlds.analysis.table2 import CONTROLS, EQUAL_EPOCHS, WEIGHT_FEATURES
+from mlds.analysis.table2 import CONTROLS, EQUAL_ACCURACIES, EQUAL_EPOCHS, WEIGHT_FEATURES
 from mlds.analysis.tasks import TASK_CONTROLS
 
 EXTRA = ("sklearn", "umap", "matplotlib")
@@ -47,6 +47,16 @@ def _epochs(ctx, param, value):
     return epochs
 
 
+def _accuracies(ctx, param, value):
+    try:
+        thresholds = tuple(float(a) for a in value.split(",") if a.strip())
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: comma-separated accuracies", param_hint="--equal-accuracies") from None
+    if any(not 0 < a <= 1 for a in thresholds):
+        raise click.BadParameter("accuracies are fractions in (0, 1]", param_hint="--equal-accuracies")
+    return thresholds
+
+
 _datasets = click.argument("datasets", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 
 
@@ -60,14 +70,17 @@ _datasets = click.argument("datasets", nargs=-1, required=True, type=click.Path(
 @click.option("--machine", "machines", multiple=True, help="only this base name, e.g. SingleDirect (repeatable)")
 @click.option("--equal-epochs", default=",".join(map(str, EQUAL_EPOCHS)), show_default=True, callback=_epochs,
               help="snapshot epochs compared at equal training (those the files keep); '' for none")
+@click.option("--equal-accuracies", default=",".join(map(str, EQUAL_ACCURACIES)), show_default=True, callback=_accuracies,
+              help="validation accuracies compared at equal progress (the first snapshot at or above each); '' for none")
 @click.option("--out", default="", type=click.Path(dir_okay=False), help="Markdown file to write; the JSON goes beside it")
-def table2(datasets, seeds, test_size, features, classifiers, controls, machines, equal_epochs, out):
+def table2(datasets, seeds, test_size, features, classifiers, controls, machines, equal_epochs, equal_accuracies, out):
     """MLDS's Table 2 with controls: DS1 XMachine vs DS2 XModified per machine, from DATASET files or releases."""
     from mlds.analysis.report import markdown, write_study
     from mlds.analysis.table2 import Table2Config, run_table2
 
     try:
-        config = Table2Config(tuple(datasets), seeds, test_size, features, classifiers, controls, tuple(machines), equal_epochs, out)
+        config = Table2Config(tuple(datasets), seeds, test_size, features, classifiers, controls, tuple(machines), equal_epochs,
+                              equal_accuracies, out)  # fmt: skip
         study = run_table2(config)
     except ValueError as exc:  # a StoreError is a ValueError too
         click.echo(f"error: {exc}", err=True)

@@ -29,6 +29,8 @@ METADATA_COLUMNS = ("epochs", "train_loss", "validation_loss", "restarts")  # th
 # the progress control at equal training: where each network stood after the epoch (the epoch is
 # the same for all; restarts before it are not kept, and none happens before the rule's patience)
 EPOCH_METADATA_COLUMNS = ("train_loss", "validation_loss", "validation_accuracy")
+# at equal progress the epoch differs between networks, and how soon one got there is progress too
+PROGRESS_METADATA_COLUMNS = ("epochs",) + EPOCH_METADATA_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -181,6 +183,24 @@ def at_epoch(pair, epoch):
     at = pair.rows(rows, weights=weights[rows])
     history = at.snapshot_history[:, position]
     metadata = {**at.metadata, "epochs": np.full(len(rows), epoch, dtype=np.int64)}
+    metadata.update({name: history[:, HISTORY_FIELDS.index(name)] for name in EPOCH_METADATA_COLUMNS})
+    return replace(at, metadata=metadata)
+
+
+def at_accuracy(pair, threshold):
+    """The pair at equal progress: each network's weights after the first snapshot epoch at which
+    its validation accuracy had reached ``threshold``, and its metadata then (``epochs`` = that
+    epoch, losses and accuracy from the history); networks that reached it at no snapshot (or whose
+    files keep no history) are left out. None if the files keep no history at all."""
+    accuracy = pair.snapshot_history[:, :, HISTORY_FIELDS.index("validation_accuracy")]
+    if not len(accuracy) or np.isnan(accuracy).all():
+        return None
+    reached = np.nan_to_num(accuracy, nan=-1.0) >= threshold
+    rows = np.flatnonzero(reached.any(axis=1))
+    first = reached[rows].argmax(axis=1)  # the first snapshot at or above the threshold
+    at = pair.rows(rows, weights=pair.snapshots[rows, first])
+    history = pair.snapshot_history[rows, first]
+    metadata = {**at.metadata, "epochs": np.asarray(pair.snapshot_epochs, dtype=np.int64)[first]}
     metadata.update({name: history[:, HISTORY_FIELDS.index(name)] for name in EPOCH_METADATA_COLUMNS})
     return replace(at, metadata=metadata)
 

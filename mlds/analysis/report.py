@@ -45,6 +45,8 @@ def _settings(study):
         "the count of networks that trained that long), beside `norm@e`, their norm alone, and `metadata@e`, their "
         "losses and validation accuracy after epoch e (progress at equal epochs), and `halves@e`, the null pair there; "
         "`weights − controls @e` is the best weights row there minus the better of `norm@e` and `metadata@e`. "
+        "`equal progress`: the same at the first snapshot where each network's validation accuracy had reached the "
+        "threshold (`<features>@accT`; `metadata@accT` adds that snapshot's epoch), at the highest threshold with rows. "
         "AUC: ROC AUC of the best weight-only detector (DS2 = trojaned). "
         f"Study time {study['seconds']} s."
     ]
@@ -53,7 +55,7 @@ def _settings(study):
 def _summary(study):
     names = [name for name in study["pairs"][0]["rows"] if "@" not in name]
     head = ["machine", "DS1 / DS2 (excluded)", "split", "MLDS"] + names
-    head += ["weights − controls", "equal training", "weights − controls @e", "AUC"]
+    head += ["weights − controls", "equal training", "weights − controls @e", "equal progress", "weights − controls @acc", "AUC"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for pair in study["pairs"]:
         lines.append("| " + " | ".join(_summary_cells(pair, names)) + " |")
@@ -66,6 +68,7 @@ def _summary_cells(pair, names):
     cells += [percent(best_of(pair["rows"][name])[1]) for name in names]
     cells.append(_margin(best["mean"], pair["rows"], ("metadata", "norm")))
     cells += _equal_training_cells(pair)
+    cells += _equal_progress_cells(pair)
     cells.append(f"{best['auc_mean']:.3f} ± {best['auc_std']:.3f} ({best['features']}, {best['classifier']})")
     return cells
 
@@ -81,7 +84,27 @@ NULLS_AT_EPOCH = ("halves",)  # shown beside the controls, not subtracted: its b
 
 
 def _weights_rows_at_equal_training(rows):
-    return [n for n in rows if "@" in n and n.split("@")[0] not in CONTROLS_AT_EPOCH + NULLS_AT_EPOCH]
+    return [n for n in rows if "@" in n and n.split("@")[1].isdigit() and n.split("@")[0] not in CONTROLS_AT_EPOCH + NULLS_AT_EPOCH]
+
+
+def _weights_rows_at_equal_progress(rows):
+    return [n for n in rows if "@acc" in n and n.split("@")[0] not in CONTROLS_AT_EPOCH]
+
+
+def _equal_progress_cells(pair):
+    """``[best weights row at the highest accuracy threshold with rows, with its controls, its margin]``."""
+    rows = pair["rows"]
+    weights = _weights_rows_at_equal_progress(rows)
+    if not weights:
+        return ["–", ""]
+    key = max({n.split("@")[1] for n in weights}, key=lambda k: float(k.removeprefix("acc")))
+    name = max((n for n in weights if n.endswith(f"@{key}")), key=lambda n: best_of(rows[n])[1]["mean"])
+    info = pair["equal_progress_networks"][key]
+    epochs = "; ".join(f"{side} epochs {r[0]}–{r[2]} (median {r[1]:g})" for side, r in info["epochs"].items() if r)
+    controls = [f"{c} {percent(best_of(rows[f'{c}@{key}'])[1])}" for c in CONTROLS_AT_EPOCH if f"{c}@{key}" in rows]
+    cell = (f"first snapshot at validation accuracy ≥ {float(key.removeprefix('acc')):.0%} ({info['DS1']} / {info['DS2']} "
+            f"networks; {epochs}): {name} {percent(best_of(rows[name])[1])} ({'; '.join(controls)})")  # fmt: skip
+    return [cell, _margin(best_of(rows[name])[1]["mean"], rows, [f"{c}@{key}" for c in CONTROLS_AT_EPOCH])]
 
 
 def _summary_epoch(pair):
@@ -116,11 +139,16 @@ def _equal_training_cells(pair):
 def _pair_detail(pair):
     lines = [f"## {pair['machine']}Machine vs {pair['machine']}Modified"]
     base = [name for name in pair["rows"] if "@" not in name]
-    equal = [name for name in pair["rows"] if "@" in name]
+    equal = [name for name in pair["rows"] if "@" in name and name.split("@")[1].isdigit()]
+    progress = [name for name in pair["rows"] if "@acc" in name]
     lines += _classifier_table(pair["rows"], base)
     if equal:
         counts = ", ".join(f"after epoch {e}: {c['DS1']} / {c['DS2']}" for e, c in pair["equal_training_networks"].items())
         lines += ["", f"At equal training (networks DS1 / DS2 {counts}):"] + _classifier_table(pair["rows"], equal)
+    if progress:
+        counts = ", ".join(f"{k}: {c['DS1']} / {c['DS2']}" for k, c in pair.get("equal_progress_networks", {}).items())
+        lines += ["", f"At equal progress, the first snapshot at validation accuracy ≥ the threshold (networks DS1 / DS2 "
+                  f"{counts}; `metadata@acc` adds that snapshot's epoch):"] + _classifier_table(pair["rows"], progress)  # fmt: skip
     return lines
 
 

@@ -17,7 +17,11 @@ and validation accuracy after epoch ``e`` (where the files keep them, store form
 are not equal progress, and a weights row that does not beat ``metadata@e`` may only be reading how
 far each network had come; and ``halves@e``, the null pair at that epoch (with ``halves``). Only
 networks that trained ``e`` epochs have them, so at a late ``e`` the fast learners are gone (the
-counts are reported). The Trojan-detection view is the ROC AUC of the
+counts are reported). Equal epochs are still not equal progress (after epoch 2 a DS1 network has
+nearly solved its task, a DS2 one has not), so the pair is also compared **at equal progress**
+(``pairs.at_accuracy``): for each threshold T, every network's weights at the first snapshot where
+its validation accuracy had reached T (``<features>@accT``, ``norm@accT``), against ``metadata@accT``,
+that snapshot's epoch, losses and accuracy. The Trojan-detection view is the ROC AUC of the
 best weight-only detector (the best mean accuracy over weight feature sets and classifiers).
 """
 
@@ -35,6 +39,8 @@ WEIGHT_FEATURES = ("raw", "invariant", "canonical")
 MIN_PER_CLASS = 10  # converged networks per side below which a pair is reported as skipped
 # equal-training epochs tried by default: where DS1 (2-4 epochs) and DS2 (11-13) networks both train
 EQUAL_EPOCHS = (1, 2, 3, 4, 5, 10)
+# equal-progress thresholds of validation accuracy tried by default (``pairs.at_accuracy``)
+EQUAL_ACCURACIES = (0.9, 0.99)
 
 
 @dataclass(frozen=True)
@@ -47,6 +53,7 @@ class Table2Config:
     controls: tuple = CONTROLS
     machines: tuple = ()  # base names (SingleDirect, ...); empty: every pair in the files
     equal_epochs: tuple = EQUAL_EPOCHS  # snapshot epochs compared at equal training (those the files keep)
+    equal_accuracies: tuple = EQUAL_ACCURACIES  # validation accuracies compared at equal progress
     out: str = ""  # Markdown file to write (JSON beside it, .json); empty: none
 
     def __post_init__(self):
@@ -102,6 +109,18 @@ def study_pair(pair, config):
                 rows[f"metadata@{epoch}"] = _evaluate(at.metadata_matrix(pairs_module.EPOCH_METADATA_COLUMNS), at, config)
             if "halves" in config.controls and at.counts[0] >= 2 * MIN_PER_CLASS:
                 rows[f"halves@{epoch}"] = _control_row(at, "halves", config)
+    progress = {}
+    for threshold in config.equal_accuracies:
+        at = pairs_module.at_accuracy(pair, threshold)
+        if at is None:
+            continue
+        key = f"acc{threshold:g}"
+        progress[key] = {"DS1": at.counts[0], "DS2": at.counts[1], "epochs": _epoch_ranges(at)}
+        if min(at.counts) >= MIN_PER_CLASS:
+            for name in config.features:
+                rows[f"{name}@{key}"] = _weights_row(at, name, config)
+            rows[f"norm@{key}"] = _weights_row(at, "norm", config)
+            rows[f"metadata@{key}"] = _evaluate(at.metadata_matrix(pairs_module.PROGRESS_METADATA_COLUMNS), at, config)
     return {
         "machine": pair.machine,
         "networks": {"DS1": pair.counts[0], "DS2": pair.counts[1]},
@@ -109,9 +128,17 @@ def study_pair(pair, config):
         "duplicates_dropped": pair.duplicates,
         "split": "grouped by shared seed (GroupShuffleSplit)" if pair.groups is not None else "stratified",
         "equal_training_networks": equal,  # per snapshot epoch: networks that trained that long
+        "equal_progress_networks": progress,  # per accuracy threshold: networks that reached it at a snapshot
         "rows": {name: {c: s.to_dict() for c, s in scores.items()} for name, scores in rows.items()},
         "best_weight_detector": best_detector(rows, config.features),
     }
+
+
+def _epoch_ranges(pair):
+    """``{"DS1": [min, median, max], "DS2": ...}`` of the snapshot epochs a pair's networks stand at."""
+    epochs = np.asarray(pair.metadata["epochs"])
+    return {side: [int(np.min(e)), float(np.median(e)), int(np.max(e))] if len(e) else []
+            for side, e in (("DS1", epochs[pair.labels == 0]), ("DS2", epochs[pair.labels == 1]))}  # fmt: skip
 
 
 def _weights_row(pair, feature_set, config):
