@@ -114,6 +114,7 @@ class Engine:
         self.attempts = {}
         self.on_event = on_event or (lambda kind, name, detail: None)
         self._ingests = 0
+        self._wall_at_start = {}  # workunit -> its networks' wall seconds when this run started training it
         self.releases = []
         self.stop_requested = False
 
@@ -170,6 +171,7 @@ class Engine:
         free -= len(validations)
         for name in self._retryable(self._names_in(CREATED))[: max(0, free)]:
             job = slots.start_training(self.config.root, self.work, name, 1, self.config.checkpoint_period)
+            self._wall_at_start.setdefault(name, _resumed_wall_seconds(self.work, name, job.slot))
             self.running.append(job)
 
     def _retryable(self, names):
@@ -243,7 +245,8 @@ class Engine:
             self.work.create(follow, resume_source=result)
         self.work.mark_assimilated(name)
         self.stats.networks_stored += new
-        self.stats.training_seconds += state.wall_seconds - _previous_wall_seconds(self.work, name, spec)
+        if name in self._wall_at_start:  # trained in this run (only this run's share of it is counted)
+            self.stats.training_seconds += state.wall_seconds - self._wall_at_start.pop(name)
         self.stats.assimilate_seconds += time.monotonic() - started
         self._ingests += 1
         if self._ingests % CONSOLIDATE_EVERY == 0:
@@ -271,11 +274,21 @@ class Engine:
         return [n for n in self.work.names() if self.work.state(n) != ASSIMILATED]
 
 
-def _previous_wall_seconds(work, name, spec):
-    """Training time already counted in the result a follow-up resumed from (0 for a first workunit)."""
-    if not spec.resume_from:
-        return 0.0
-    with h5py.File(os.path.join(work.folder(name), spec.resume_from), "r", locking=False) as f:
+def _resumed_wall_seconds(work, name, slot):
+    """Training time a trainer starts from: its slot checkpoint's (a stopped run resumed), else that
+    of the result a follow-up resumed from, else 0."""
+    checkpoint = os.path.join(slot, "result.h5.checkpoint")
+    if os.path.exists(checkpoint):
+        try:
+            return _wall_seconds(checkpoint)
+        except (OSError, KeyError):  # the trainer refuses such a checkpoint itself and says why
+            pass
+    spec = work.spec(name)
+    return _wall_seconds(os.path.join(work.folder(name), spec.resume_from)) if spec.resume_from else 0.0
+
+
+def _wall_seconds(path):
+    with h5py.File(path, "r", locking=False) as f:
         return float(f.attrs["wall_seconds"])
 
 

@@ -137,6 +137,8 @@ def test_an_interrupted_run_continues_to_the_same_dataset(clean_run, tmp_path, i
         assert table.indices.tolist() == [0, 1, 2]
         np.testing.assert_array_equal(table.weights, expected[task].weights)
         assert table.columns["epochs"].tolist() == expected[task].columns["epochs"].tolist()
+    stats = json.loads((root / "run-stats.json").read_text())  # the rerun's own time, not the epochs before the stop
+    assert 0 <= stats["training_seconds"] <= stats["train_process_seconds"], stats
 
 
 def test_a_stopped_run_packed_and_continued_elsewhere_ends_as_the_same_dataset(clean_run, tmp_path):
