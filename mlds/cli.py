@@ -115,18 +115,25 @@ def state():
     """Move a stopped `mlds run` to another machine: pack its root into one archive, unpack it there."""
 
 
+def _run_state_call(function, *args):
+    """``function(*args)``; a ``RunStateError`` becomes ``error: ...`` and exit 1."""
+    from mlds.run_state import RunStateError
+
+    try:
+        return function(*args)
+    except RunStateError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+
+
 @state.command("pack")
 @click.option("--root", default="mlds-data", show_default=True, type=click.Path(file_okay=False), help="the stopped run's directory")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="archive to write (.tar.gz)")
 def state_pack(root, output):
     """Write the stopped run under ROOT to one archive (the store, unfinished workunits, slot checkpoints)."""
-    from mlds.run_state import RunStateError, pack
+    from mlds.run_state import pack
 
-    try:
-        manifest = pack(root, output)
-    except RunStateError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
+    manifest = _run_state_call(pack, root, output)
     click.echo(f"{output}: {manifest['workunits']} workunits ({manifest['assimilated']} assimilated), "
                f"{manifest['files']} files, {manifest['bytes'] / 1e6:.1f} MB before compression")  # fmt: skip
 
@@ -136,13 +143,9 @@ def state_pack(root, output):
 @click.option("--root", default="mlds-data", show_default=True, type=click.Path(file_okay=False), help="an empty directory to continue the run in")
 def state_unpack(archive, root):
     """Extract a packed run into ROOT; then run the same `mlds run` command with --root ROOT to continue."""
-    from mlds.run_state import RunStateError, unpack
+    from mlds.run_state import unpack
 
-    try:
-        manifest = unpack(archive, root)
-    except RunStateError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
+    manifest = _run_state_call(unpack, archive, root)
     click.echo(f"{root}: {manifest['workunits']} workunits ({manifest['assimilated']} assimilated); "
                f"continue with the same mlds run command and --root {root}")  # fmt: skip
 

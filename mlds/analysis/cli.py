@@ -58,61 +58,70 @@ def _accuracies(ctx, param, value):
 
 
 _datasets = click.argument("datasets", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+_out = click.option("--out", default="", type=click.Path(dir_okay=False), help="Markdown file to write; the JSON goes beside it")
+
+
+def _classifier_options(command):
+    """The options every classifier study shares: splits, weight feature sets, classifiers."""
+    options = [
+        click.option("--seeds", default=5, show_default=True, help="80/20 splits, one per seed"),
+        click.option("--test-size", default=0.2, show_default=True),
+        click.option("--features", default="raw,invariant", show_default=True, callback=_names("--features", WEIGHT_FEATURES),
+                     help="weight feature sets"),  # fmt: skip
+        click.option("--classifiers", default=",".join(CLASSIFIERS), show_default=True, callback=_names("--classifiers", CLASSIFIERS)),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _run_study(run, config_of, render, out):
+    """Build the config, run the study, print its Markdown and write the files; errors exit 1."""
+    from mlds.analysis.report import write_study
+
+    try:
+        study = run(config_of())
+    except ValueError as exc:  # a StoreError is a ValueError too
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    click.echo(render(study))
+    if out:
+        click.echo("wrote " + " and ".join(write_study(study, out)), err=True)
 
 
 @analyze.command()
 @_datasets
-@click.option("--seeds", default=5, show_default=True, help="80/20 splits, one per seed")
-@click.option("--test-size", default=0.2, show_default=True)
-@click.option("--features", default="raw,invariant", show_default=True, callback=_names("--features", WEIGHT_FEATURES), help="weight feature sets")
-@click.option("--classifiers", default=",".join(CLASSIFIERS), show_default=True, callback=_names("--classifiers", CLASSIFIERS))
+@_classifier_options
 @click.option("--controls", default=",".join(CONTROLS), show_default=True, callback=_names("--controls", CONTROLS))
 @click.option("--machine", "machines", multiple=True, help="only this base name, e.g. SingleDirect (repeatable)")
 @click.option("--equal-epochs", default=",".join(map(str, EQUAL_EPOCHS)), show_default=True, callback=_epochs,
               help="snapshot epochs compared at equal training (those the files keep); '' for none")
 @click.option("--equal-accuracies", default=",".join(map(str, EQUAL_ACCURACIES)), show_default=True, callback=_accuracies,
               help="validation accuracies compared at equal progress (the first snapshot at or above each); '' for none")
-@click.option("--out", default="", type=click.Path(dir_okay=False), help="Markdown file to write; the JSON goes beside it")
+@_out
 def table2(datasets, seeds, test_size, features, classifiers, controls, machines, equal_epochs, equal_accuracies, out):
     """MLDS's Table 2 with controls: DS1 XMachine vs DS2 XModified per machine, from DATASET files or releases."""
-    from mlds.analysis.report import markdown, write_study
+    from mlds.analysis.report import markdown
     from mlds.analysis.table2 import Table2Config, run_table2
 
-    try:
-        config = Table2Config(tuple(datasets), seeds, test_size, features, classifiers, controls, tuple(machines), equal_epochs,
-                              equal_accuracies, out)  # fmt: skip
-        study = run_table2(config)
-    except ValueError as exc:  # a StoreError is a ValueError too
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
-    click.echo(markdown(study))
-    if out:
-        click.echo("wrote " + " and ".join(write_study(study, out)), err=True)
+    _run_study(run_table2, lambda: Table2Config(tuple(datasets), seeds, test_size, features, classifiers, controls, tuple(machines),
+                                               equal_epochs, equal_accuracies, out), markdown, out)  # fmt: skip
 
 
 @analyze.command()
 @_datasets
-@click.option("--seeds", default=5, show_default=True, help="80/20 splits, one per seed")
-@click.option("--test-size", default=0.2, show_default=True)
-@click.option("--features", default="raw,invariant", show_default=True, callback=_names("--features", WEIGHT_FEATURES), help="weight feature sets")
-@click.option("--classifiers", default=",".join(CLASSIFIERS), show_default=True, callback=_names("--classifiers", CLASSIFIERS))
+@_classifier_options
 @click.option("--controls", default=",".join(TASK_CONTROLS), show_default=True, callback=_names("--controls", TASK_CONTROLS))
 @click.option("--epoch", default=0, show_default=True, help="the weights after this snapshot epoch (0: final weights)")
 @click.option("--min-networks", default=10, show_default=True, help="converged networks a task needs to take part")
-@click.option("--out", default="", type=click.Path(dir_okay=False), help="Markdown file to write; the JSON goes beside it")
+@_out
 def tasks(datasets, seeds, test_size, features, classifiers, controls, epoch, min_networks, out):
     """Which task trained each network: every task of the DATASET files against the others, from the weights."""
-    from mlds.analysis.report import tasks_markdown, write_study
+    from mlds.analysis.report import tasks_markdown
     from mlds.analysis.tasks import TasksConfig, run_tasks
 
-    try:
-        study = run_tasks(TasksConfig(tuple(datasets), seeds, test_size, features, classifiers, controls, epoch, min_networks, out))
-    except ValueError as exc:  # a StoreError is a ValueError too
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
-    click.echo(tasks_markdown(study))
-    if out:
-        click.echo("wrote " + " and ".join(write_study(study, out)), err=True)
+    _run_study(run_tasks, lambda: TasksConfig(tuple(datasets), seeds, test_size, features, classifiers, controls, epoch, min_networks, out),
+               tasks_markdown, out)  # fmt: skip
 
 
 @analyze.command()

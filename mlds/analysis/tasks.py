@@ -98,10 +98,10 @@ def run_tasks(config):
     started = time.monotonic()
     sources, networks, notes = load_networks(config)
     fold_list = splits(networks.labels, None, config.seeds, config.test_size)
-    rows = {name: evaluate(feature_matrix(name, networks.weights, networks.architecture), networks.labels, fold_list, config.classifiers)
-            for name in config.features}  # fmt: skip
+    features = {name: feature_matrix(name, networks.weights, networks.architecture) for name in config.features}
+    rows = {name: evaluate(matrix, networks.labels, fold_list, config.classifiers) for name, matrix in features.items()}
     for control in config.controls:
-        rows[control] = _control_row(networks, control, config, fold_list)
+        rows[control] = _control_row(networks, control, config, fold_list, features[config.features[0]])
     best_name, best_classifier = max(((n, c) for n in config.features for c in rows[n]), key=lambda nc: rows[nc[0]][nc[1]].mean)
     counts = np.bincount(networks.labels)
     return {
@@ -114,26 +114,26 @@ def run_tasks(config):
         "skipped": notes,
         "rows": {name: {c: s.to_dict() for c, s in scores.items()} for name, scores in rows.items()},
         "best": {"features": best_name, "classifier": best_classifier,
-                 "confusion": confusion(networks, best_name, best_classifier, fold_list).tolist()},  # fmt: skip
+                 "confusion": confusion(networks, features[best_name], best_classifier, fold_list).tolist()},  # fmt: skip
         "seconds": round(time.monotonic() - started, 1),
     }
 
 
-def _control_row(networks, control, config, fold_list):
+def _control_row(networks, control, config, fold_list, first_features):
     if control == "metadata":
         features, labels = networks.metadata, networks.labels
     elif control == "norm":
         features, labels = feature_matrix("norm", networks.weights, networks.architecture), networks.labels
     else:
         rng = np.random.default_rng(2019)  # fixed: the control is part of the recorded study
-        features = feature_matrix(config.features[0], networks.weights, networks.architecture)
+        features = first_features
         labels = rng.permutation(networks.labels)
     return evaluate(features, labels, fold_list, config.classifiers)
 
 
-def confusion(networks, feature_set, classifier, fold_list):
-    """``[K, K]`` counts over every split's test fold: row = true task, column = predicted."""
-    features = feature_matrix(feature_set, networks.weights, networks.architecture)
+def confusion(networks, features, classifier, fold_list):
+    """``[K, K]`` counts over every split's test fold of ``classifier`` on ``features``: row = true
+    task, column = predicted."""
     counts = np.zeros((len(networks.names),) * 2, dtype=np.int64)
     for model, test in fitted_models(classifier, features, networks.labels, fold_list):
         np.add.at(counts, (networks.labels[test], model.predict(features[test])), 1)
